@@ -1,0 +1,12 @@
+//! Pieces every program of the demo needs in the same shape: one-line configuration errors,
+//! durations written the way people type them, logging to stderr, the termination signal, and
+//! an HTTP server that drains on shutdown.
+
+pub mod cli;
+pub mod duration;
+pub mod logging;
+pub mod server;
+pub mod shutdown;
+pub mod tls;
+
+pub use duration::{parse_duration, parse_positive_duration};

@@ -1,0 +1,219 @@
+//! An HTTP/1.1 server (plain or TLS) that drains on shutdown: on the signal it stops accepting,
+//! lets in-flight requests finish within a bound, and closes idle keep-alive connections.
+//!
+//! It sits on hyper directly rather than `axum::serve` because the demo needs what that does not
+//! expose: a header-read timeout (slow clients must not hold connections), TLS, the peer
+//! address on every request, and a bounded drain.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
+use axum::routing::get;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+/// Timeouts that keep one slow peer from holding the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// A client must send its complete request head within this time.
+    pub header_read_timeout: Duration,
+    /// A TLS client must complete its handshake within this time.
+    pub tls_handshake_timeout: Duration,
+    /// How long in-flight requests may run after the shutdown signal.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Whether the process wants new traffic. Cleared at shutdown so `/readyz` fails first.
+#[derive(Debug, Clone)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn ready() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+
+    pub fn set_not_ready(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// `GET /healthz` (liveness: the process serves) and `GET /readyz` (readiness: 503 once
+/// draining). Neither touches anything outside the process.
+pub fn health_routes(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = readiness.is_ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                    }
+                }
+            }),
+        )
+}
+
+/// How a server run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Every connection finished within the drain time.
+    Complete,
+    /// The drain time ran out with connections still open; they were dropped.
+    TimedOut,
+}
+
+/// A bound listener, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    options: ServerOptions,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn bind(addr: SocketAddr, options: ServerOptions) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self {
+            listener,
+            tls: None,
+            options,
+        })
+    }
+
+    /// Serves HTTPS with `config` instead of plain HTTP.
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(TlsAcceptor::from(config));
+        self
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves `service` until `shutdown` resolves, then drains. Every request carries the
+    /// peer address as `ConnectInfo<SocketAddr>`.
+    pub async fn serve<S, B>(self, service: S, shutdown: impl Future<Output = ()>) -> Drain
+    where
+        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Server {
+            listener,
+            tls,
+            options,
+        } = self;
+        let graceful = GracefulShutdown::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout);
+        let http = Arc::new(http);
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let service = service
+                .clone()
+                .map_request(move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request
+                });
+            let watcher = graceful.watcher();
+            let http = Arc::clone(&http);
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let service = TowerToHyperService::new(service);
+                let result = match tls {
+                    None => {
+                        let connection = http.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(connection).await
+                    }
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(
+                            options.tls_handshake_timeout,
+                            acceptor.accept(stream),
+                        );
+                        let stream = match handshake.await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let connection = http.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(connection).await
+                    }
+                };
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        tracing::info!(
+            drain_timeout = ?options.drain_timeout,
+            "stopped accepting; draining connections"
+        );
+        match tokio::time::timeout(options.drain_timeout, graceful.shutdown()).await {
+            Ok(()) => {
+                tracing::info!("drained");
+                Drain::Complete
+            }
+            Err(_) => {
+                tracing::warn!("drain time ran out; dropping the remaining connections");
+                Drain::TimedOut
+            }
+        }
+    }
+}
