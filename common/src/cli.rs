@@ -1,8 +1,8 @@
 //! Command-line parsing with the error shape every program of the demo shares: bad
 //! configuration prints ONE line naming the flag and its env var, and exits with code 2.
 
-use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use std::error::Error as _;
 
 /// Exit code for invalid configuration, as clap and most Unix tools use for usage errors.
@@ -71,7 +71,13 @@ fn one_line(command: &clap::Command, error: &clap::Error) -> String {
                 .source()
                 .map(|source| format!(": {source}"))
                 .unwrap_or_default();
-            format!("invalid value '{value}' for {flag}{reason}")
+            let choices = match error.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(values)) => {
+                    format!(" (possible values: {})", values.join(", "))
+                }
+                _ => String::new(),
+            };
+            format!("invalid value '{value}' for {flag}{reason}{choices}")
         }
         (ErrorKind::MissingRequiredArgument, _, _) => {
             let missing = match error.get(ContextKind::InvalidArg) {
@@ -94,7 +100,6 @@ fn first_line(error: &clap::Error) -> String {
     let line = rendered.lines().next().unwrap_or("invalid arguments");
     line.trim_start_matches("error: ").to_owned()
 }
-
 
 /// `--port <PORT>` becomes `--port (env PORT)`.
 fn describe_arg(command: &clap::Command, rendered: &str) -> String {
@@ -149,7 +154,8 @@ mod tests {
 
     #[test]
     fn custom_parser_reason_is_kept() {
-        let outcome = try_parse_from::<Example, _, _>(["example", "--wait", "3 weeks"]).unwrap_err();
+        let outcome =
+            try_parse_from::<Example, _, _>(["example", "--wait", "3 weeks"]).unwrap_err();
         let ParseOutcome::Invalid(line) = outcome else {
             panic!("expected an error, got {outcome:?}")
         };
@@ -169,6 +175,8 @@ mod tests {
     #[test]
     fn help_is_displayed_not_an_error() {
         let outcome = try_parse_from::<Example, _, _>(["example", "--help"]).unwrap_err();
-        assert!(matches!(outcome, ParseOutcome::Display(text) if text.contains("EXAMPLE_TEST_PORT")));
+        assert!(
+            matches!(outcome, ParseOutcome::Display(text) if text.contains("EXAMPLE_TEST_PORT"))
+        );
     }
 }

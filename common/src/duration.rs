@@ -84,8 +84,7 @@ mod tests {
     #[test]
     fn rejects_malformed_input() {
         for text in [
-            "", " ", "s", "ms", "-1", "1x", "1.2.3", ".", "abc", "1 s s", "inf", "NaN", "1e3",
-            "+1",
+            "", " ", "s", "ms", "-1", "1x", "1.2.3", ".", "abc", "1 s s", "inf", "NaN", "1e3", "+1",
         ] {
             assert!(parse_duration(text).is_err(), "{text:?} was accepted");
         }

@@ -15,22 +15,22 @@ pub fn install_crypto_provider() {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path} is not valid PEM: {source}")]
-    Pem { path: PathBuf, source: pem::Error },
+    #[error("{path} is not valid PEM: {cause}")]
+    Pem { path: PathBuf, cause: pem::Error },
     #[error("{path} holds no PEM certificate")]
     NoCertificate { path: PathBuf },
     #[error("{path} holds no PEM private key")]
     NoKey { path: PathBuf },
-    #[error("certificate {cert} and key {key} do not make a TLS config: {source}")]
+    #[error("certificate {cert} and key {key} do not make a TLS config: {cause}")]
     Config {
         cert: PathBuf,
         key: PathBuf,
-        source: rustls::Error,
+        cause: rustls::Error,
     },
 }
 
@@ -39,40 +39,40 @@ pub enum TlsError {
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     install_crypto_provider();
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
+        std::fs::read(path).map_err(|cause| TlsError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })
     };
     let cert_pem = read(cert)?;
     let key_pem = read(key)?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem {
+        .map_err(|cause| TlsError::Pem {
             path: cert.to_owned(),
-            source,
+            cause,
         })?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate {
             path: cert.to_owned(),
         });
     }
-    let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| match source {
+    let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|cause| match cause {
         pem::Error::NoItemsFound => TlsError::NoKey {
             path: key.to_owned(),
         },
-        source => TlsError::Pem {
+        cause => TlsError::Pem {
             path: key.to_owned(),
-            source,
+            cause,
         },
     })?;
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, private_key)
-        .map_err(|source| TlsError::Config {
+        .map_err(|cause| TlsError::Config {
             cert: cert.to_owned(),
             key: key.to_owned(),
-            source,
+            cause,
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
