@@ -1,6 +1,8 @@
 //! Logs go to stderr (the caller's stdout is its data), filtered by `RUST_LOG`, as text or as
 //! JSON lines.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -24,8 +26,10 @@ pub fn init(format: LogFormat, default_filter: &str) {
         }),
         _ => EnvFilter::new(default_filter),
     };
+    // Colour only for a person at a terminal; platforms (kubectl logs, cf logs) store raw bytes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
