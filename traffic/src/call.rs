@@ -1,0 +1,286 @@
+//! One call: GET the URL, read at most the cap of the body, and describe what happened in
+//! one field of text.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use tokio::time::Instant;
+
+use crate::body::CappedBody;
+use crate::config::Config;
+
+/// What one call produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server answered (any status). `body` is already one printable line.
+    Answered { status: u16, body: String },
+    /// No complete answer.
+    Failed(CallError),
+}
+
+impl Outcome {
+    /// The text printed after the tab: the body, or `error: ...`, never empty.
+    pub fn field(&self) -> String {
+        match self {
+            // An empty field would read like the older loop's transport failures, where curl
+            // printed nothing; say what came back instead.
+            Outcome::Answered { status, body } if body.is_empty() => {
+                format!("(empty body, status {status})")
+            }
+            Outcome::Answered { body, .. } => body.clone(),
+            Outcome::Failed(error) => format!("error: {error}"),
+        }
+    }
+}
+
+/// Why a call got no complete answer, in words short enough for the log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    Refused,
+    Reset,
+    Aborted,
+    /// The peer closed the connection before the response was complete.
+    ClosedEarly,
+    TimedOut(Duration),
+    NotResolved(String),
+    Tls(String),
+    TooManyRedirects,
+    InvalidResponse,
+    Other(String),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Refused => f.write_str("connection refused"),
+            CallError::Reset => f.write_str("connection reset"),
+            CallError::Aborted => f.write_str("connection aborted"),
+            CallError::ClosedEarly => {
+                f.write_str("connection closed before the response was complete")
+            }
+            CallError::TimedOut(after) => {
+                write!(f, "timed out after {}", crate::format_duration(*after))
+            }
+            CallError::NotResolved(name) => write!(f, "dns: {name} not resolved"),
+            CallError::Tls(reason) => write!(f, "tls: {reason}"),
+            CallError::TooManyRedirects => f.write_str("too many redirects"),
+            CallError::InvalidResponse => f.write_str("invalid HTTP response"),
+            CallError::Other(message) => f.write_str(message),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct BuildError(#[from] reqwest::Error);
+
+/// Makes the calls: one pooled HTTP client, the URL, the timeout and the body cap.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    client: reqwest::Client,
+    url: Url,
+    timeout: Duration,
+    max_body: usize,
+}
+
+impl Caller {
+    /// A caller resolving names through the system resolver.
+    pub fn new(config: &Config) -> Result<Self, BuildError> {
+        Self::build(config, Arc::new(SystemResolver))
+    }
+
+    /// A caller resolving names through `resolver` (tests use it so that no DNS query leaves
+    /// the machine).
+    pub fn with_resolver<R: Resolve + 'static>(
+        config: &Config,
+        resolver: R,
+    ) -> Result<Self, BuildError> {
+        Self::build(config, Arc::new(resolver))
+    }
+
+    fn build(config: &Config, resolver: Arc<dyn Resolve>) -> Result<Self, BuildError> {
+        demo_common::tls::install_crypto_provider();
+        // Redirects follow reqwest's default policy (up to 10), as `curl -L` followed them.
+        // Proxies come from http_proxy/https_proxy/NO_PROXY, as curl took them.
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("traffic/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(NameReportingResolver { inner: resolver })
+            .build()?;
+        Ok(Self {
+            client,
+            url: config.url.clone(),
+            timeout: config.timeout,
+            max_body: config.max_body,
+        })
+    }
+
+    /// Makes one call that started at `started`; it ends by `started + timeout` whatever the
+    /// server does.
+    pub async fn call(&self, started: Instant) -> Outcome {
+        let outcome = tokio::time::timeout_at(started + self.timeout, self.fetch())
+            .await
+            .unwrap_or(Outcome::Failed(CallError::TimedOut(self.timeout)));
+        tracing::debug!(elapsed = ?started.elapsed(), ?outcome, "call finished");
+        outcome
+    }
+
+    async fn fetch(&self) -> Outcome {
+        let mut response = match self.client.get(self.url.clone()).send().await {
+            Ok(response) => response,
+            Err(error) => return Outcome::Failed(classify(&error)),
+        };
+        let status = response.status().as_u16();
+        let mut body = CappedBody::new(self.max_body);
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if body.push(&chunk) => {}
+                // Over the cap: dropping the response closes the connection unread.
+                Ok(Some(_)) | Ok(None) => break,
+                Err(error) => return Outcome::Failed(classify(&error)),
+            }
+        }
+        Outcome::Answered {
+            status,
+            body: body.into_field(),
+        }
+    }
+}
+
+/// Names the cause of a failed request by walking its chain of sources.
+fn classify(error: &reqwest::Error) -> CallError {
+    if error.is_redirect() {
+        return CallError::TooManyRedirects;
+    }
+    let mut innermost: &(dyn StdError + 'static) = error;
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(cause) = current {
+        if let Some(known) = classify_cause(cause) {
+            return known;
+        }
+        innermost = cause;
+        current = next_cause(cause);
+    }
+    tracing::debug!(error = %error, "unclassified call error");
+    CallError::Other(innermost.to_string())
+}
+
+/// The error `cause` wraps. An `io::Error`'s `source()` skips the error it wraps (its Display
+/// shows that one instead), and TLS failures arrive as io::Errors nested in io::Errors.
+fn next_cause<'a>(cause: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    if let Some(wrapped) = cause
+        .downcast_ref::<io::Error>()
+        .and_then(|io_error| io_error.get_ref())
+    {
+        return Some(wrapped);
+    }
+    cause.source()
+}
+
+fn classify_cause(cause: &(dyn StdError + 'static)) -> Option<CallError> {
+    if let Some(not_resolved) = cause.downcast_ref::<NotResolved>() {
+        return Some(CallError::NotResolved(not_resolved.name.clone()));
+    }
+    if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+        return Some(CallError::Tls(tls.to_string()));
+    }
+    if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+        if hyper_error.is_incomplete_message() {
+            return Some(CallError::ClosedEarly);
+        }
+        if hyper_error.is_parse() {
+            return Some(CallError::InvalidResponse);
+        }
+    }
+    match cause.downcast_ref::<io::Error>()?.kind() {
+        io::ErrorKind::ConnectionRefused => Some(CallError::Refused),
+        io::ErrorKind::ConnectionReset => Some(CallError::Reset),
+        io::ErrorKind::ConnectionAborted => Some(CallError::Aborted),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe => Some(CallError::ClosedEarly),
+        _ => None,
+    }
+}
+
+/// A failed name lookup, carrying the name so that the log line can say which.
+#[derive(Debug)]
+struct NotResolved {
+    name: String,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl fmt::Display for NotResolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} not resolved", self.name)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for NotResolved {}
+
+/// Wraps a resolver so that every failure, and an empty answer, becomes [`NotResolved`].
+struct NameReportingResolver {
+    inner: Arc<dyn Resolve>,
+}
+
+impl Resolve for NameReportingResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        let lookup = self.inner.resolve(name);
+        Box::pin(async move {
+            let not_resolved = |source| -> Box<dyn StdError + Send + Sync> {
+                Box::new(NotResolved {
+                    name: host.clone(),
+                    source,
+                })
+            };
+            let addrs: Vec<_> = lookup.await.map_err(|e| not_resolved(Some(e)))?.collect();
+            if addrs.is_empty() {
+                return Err(not_resolved(None));
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The system's resolver (getaddrinfo on a blocking thread).
+struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_never_empty() {
+        let empty = Outcome::Answered {
+            status: 204,
+            body: String::new(),
+        };
+        assert_eq!(empty.field(), "(empty body, status 204)");
+        let abort = Outcome::Answered {
+            status: 418,
+            body: "fault filter abort".into(),
+        };
+        assert_eq!(abort.field(), "fault filter abort");
+        let failed = Outcome::Failed(CallError::TimedOut(Duration::from_millis(1500)));
+        assert_eq!(failed.field(), "error: timed out after 1.5s");
+        let dns = Outcome::Failed(CallError::NotResolved("hello.external".into()));
+        assert_eq!(dns.field(), "error: dns: hello.external not resolved");
+    }
+}
