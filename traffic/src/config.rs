@@ -35,7 +35,8 @@ pub struct Config {
     pub interval: Duration,
 
     /// Limit for one call, from its start to the last body byte read: `5`, `500ms`, `5s`.
-    #[arg(long, env = "TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    /// Longer than the proxy's UPSTREAM_TIMEOUT (5s), so the proxy's 504 reaches the log.
+    #[arg(long, env = "TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub timeout: Duration,
 
     /// Number of calls after which the caller prints its final summary and exits 0.
@@ -334,7 +335,7 @@ mod tests {
             "env: LOG_FORMAT=",
             "default: http://service-that-calls-externally/",
             "default: 1s",
-            "default: 5s",
+            "default: 10s",
             "default: unbounded",
             "default: off",
             "default: 4096",
