@@ -139,6 +139,10 @@ impl Server {
             tls,
             options,
         } = self;
+        // Named in the drain logs, so a process with two servers says which one is draining.
+        let address = listener
+            .local_addr()
+            .map_or_else(|_| "unknown".to_owned(), |address| address.to_string());
         let graceful = GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
@@ -202,16 +206,17 @@ impl Server {
         }
         drop(listener);
         tracing::info!(
+            %address,
             drain_timeout = ?options.drain_timeout,
             "stopped accepting; draining connections"
         );
         match tokio::time::timeout(options.drain_timeout, graceful.shutdown()).await {
             Ok(()) => {
-                tracing::info!("drained");
+                tracing::info!(%address, "drained");
                 Drain::Complete
             }
             Err(_) => {
-                tracing::warn!("drain time ran out; dropping the remaining connections");
+                tracing::warn!(%address, "drain time ran out; dropping the remaining connections");
                 Drain::TimedOut
             }
         }

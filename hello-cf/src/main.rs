@@ -6,6 +6,8 @@ use hello_cf::{Config, HelloServer};
 async fn main() -> ExitCode {
     let config: Config = demo_common::cli::parse_or_exit();
     demo_common::logging::init(config.log_format, "info");
+    // Handlers are installed before the port opens, so an early SIGTERM still drains.
+    let shutdown = demo_common::shutdown::signal();
     let server = match HelloServer::bind(&config).await {
         Ok(server) => server,
         Err(error) if error.is::<demo_common::tls::TlsError>() => {
@@ -27,6 +29,6 @@ async fn main() -> ExitCode {
         ),
         Err(error) => tracing::warn!(%error, "listening on an unknown address"),
     }
-    server.serve(demo_common::shutdown::signal()).await;
+    server.serve(shutdown).await;
     ExitCode::SUCCESS
 }

@@ -15,11 +15,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(traffic::run(
-        &config,
-        tokio::io::stdout(),
-        shutdown::signal(),
-    ));
+    // The signal handlers need the runtime, so they are installed inside it.
+    let result = runtime
+        .block_on(async { traffic::run(&config, tokio::io::stdout(), shutdown::signal()).await });
     match result {
         Ok(_) => ExitCode::SUCCESS,
         // `traffic | head` closing the pipe is a normal way to stop reading.
