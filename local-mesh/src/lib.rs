@@ -1,0 +1,247 @@
+//! local-mesh: the whole demo on one machine, with real Envoy playing the mesh.
+//!
+//! [`run`] is the program: it reads the policy from k8s/istio.yml, finds (or installs) Envoy,
+//! builds the demo's programs if needed, starts every component on loopback ([`mesh::Mesh`]),
+//! prints the caller's lines as they come and stops everything at the end.
+
+pub mod bootstrap;
+pub mod certs;
+pub mod config;
+pub mod envoy;
+pub mod mesh;
+pub mod policy;
+pub mod programs;
+pub mod supervisor;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+pub use crate::config::Config;
+
+use crate::mesh::{CallerOptions, Mesh, MeshEvent, MeshOptions};
+use crate::policy::{Policy, Retries};
+
+/// The workspace this binary was built from: where k8s/, .venv and .local-mesh live.
+pub fn repo_root() -> PathBuf {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir.parent().unwrap_or(crate_dir).to_owned()
+}
+
+/// The program: exit 0 after a bounded run or Ctrl-C, 1 when a component fails, 2 for bad
+/// configuration (the policy included).
+pub async fn run(config: Config) -> ExitCode {
+    let policy = match Policy::load(&config.policy) {
+        Ok(policy) => policy,
+        Err(error) => demo_common::cli::config_error_exit(&error.to_string()),
+    };
+    if let Some(envoy) = config
+        .envoy
+        .as_deref()
+        .filter(|path| !envoy::is_executable(path))
+    {
+        demo_common::cli::config_error_exit(&format!(
+            "invalid value '{}' for --envoy (env ENVOY): not an executable file",
+            envoy.display()
+        ));
+    }
+    match run_with_policy(&config, policy).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("local-mesh: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_with_policy(config: &Config, policy: Policy) -> anyhow::Result<ExitCode> {
+    let repo = repo_root();
+    eprintln!(
+        "local-mesh: policy from {}: {}",
+        config.policy.display(),
+        describe(&policy)
+    );
+    let envoy = envoy::locate_or_install(config.envoy.as_deref(), &repo).await?;
+    let version = envoy::version(&envoy).await?;
+    let bin_dir = std::env::current_exe()
+        .context("cannot find local-mesh's own executable")?
+        .parent()
+        .context("local-mesh's executable has no directory")?
+        .to_owned();
+    let programs = programs::ensure_built(&bin_dir, &repo).await?;
+    let run_dir = match &config.run_dir {
+        Some(dir) => dir.clone(),
+        None => new_run_dir(&repo.join(".local-mesh"))?,
+    };
+    eprintln!(
+        "local-mesh: Envoy {version} ({}); run directory {}",
+        envoy.display(),
+        run_dir.display()
+    );
+    let options = MeshOptions {
+        policy,
+        envoy,
+        programs,
+        run_dir,
+        caller: Some(CallerOptions {
+            count: config.count.calls(),
+            interval: config.interval,
+            summary_every: config.summary_every.clone(),
+        }),
+        envoy_log_level: config.envoy_log_level.clone(),
+    };
+    // One signal future for the whole run: a Ctrl-C during start-up or later is never missed.
+    let shutdown = demo_common::shutdown::signal();
+    tokio::pin!(shutdown);
+    let mut mesh = match Mesh::start_until(options, &mut shutdown).await? {
+        Some(mesh) => mesh,
+        None => {
+            eprintln!("local-mesh: interrupted during start-up; every component stopped");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    print_components(&mesh);
+    let code = follow(&mut mesh, &mut shutdown).await;
+    eprintln!("local-mesh: stopping every component");
+    mesh.shutdown().await?;
+    eprintln!("local-mesh: all components stopped");
+    Ok(code)
+}
+
+/// Prints the caller's lines until it finishes, a component dies, or a signal arrives.
+async fn follow(mesh: &mut Mesh, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> ExitCode {
+    use std::io::Write as _;
+    loop {
+        let event = tokio::select! {
+            event = mesh.next_event() => event,
+            () = &mut *shutdown => return ExitCode::SUCCESS,
+        };
+        match event {
+            Some(MeshEvent::CallerLine(line)) => {
+                let mut stdout = std::io::stdout().lock();
+                if writeln!(stdout, "{line}")
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
+                    // Whoever read the output is gone (`| head`): nothing left to show.
+                    return ExitCode::SUCCESS;
+                }
+            }
+            Some(MeshEvent::CallerFinished) => {
+                eprintln!("local-mesh: the caller made its calls");
+                return ExitCode::SUCCESS;
+            }
+            Some(MeshEvent::ComponentDied {
+                name,
+                status,
+                log,
+                log_tail,
+            }) => {
+                eprintln!(
+                    "local-mesh: {name} exited unexpectedly ({status}); last lines of {}:\n{log_tail}",
+                    log.display()
+                );
+                return ExitCode::FAILURE;
+            }
+            None => return ExitCode::FAILURE,
+        }
+    }
+}
+
+fn print_components(mesh: &Mesh) {
+    eprintln!(
+        "local-mesh: components, logs in {}/",
+        mesh.run_dir().display()
+    );
+    for component in mesh.components() {
+        let address = component.address.map(|a| a.to_string()).unwrap_or_default();
+        let log = component
+            .log
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        eprintln!(
+            "  {:<26} {:<16} {:<30} stands for {}",
+            component.name, address, log, component.stands_for
+        );
+    }
+    eprintln!(
+        "local-mesh: Envoy access logs: *.access.log there; caller output follows (Ctrl-C stops everything)"
+    );
+}
+
+/// One line saying what the mesh will do.
+pub fn describe(policy: &Policy) -> String {
+    let rules = &policy.mesh_route.rules;
+    let mut parts = Vec::new();
+    if let Some(abort) = rules.abort {
+        parts.push(format!(
+            "abort {} for {}% of calls",
+            abort.status, abort.percent
+        ));
+    }
+    if let Some(timeout) = rules.timeout {
+        parts.push(format!("timeout {timeout:?}"));
+    }
+    match &rules.retries {
+        Retries::Disabled => parts.push("no retries".to_owned()),
+        Retries::Enabled {
+            attempts,
+            per_try_timeout,
+            retry_on,
+            retriable_status_codes,
+        } => {
+            let per_try = per_try_timeout
+                .map(|t| format!(" of {t:?}"))
+                .unwrap_or_default();
+            let codes = retriable_status_codes
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>();
+            parts.push(format!(
+                "{attempts} retries{per_try} on {}{}",
+                retry_on.join(","),
+                if codes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", codes.join(","))
+                }
+            ));
+        }
+    }
+    let split = policy
+        .gateway_route
+        .destinations
+        .iter()
+        .map(|d| format!("{} {}", d.host, d.weight))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{} -> {}; then {split}",
+        policy.stable_host,
+        parts.join(", ")
+    )
+}
+
+/// `<base>/<local time>`, with a suffix if two runs start within the same second.
+fn new_run_dir(base: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+    for attempt in 0..100 {
+        let name = if attempt == 0 {
+            stamp.clone()
+        } else {
+            format!("{stamp}-{attempt}")
+        };
+        let dir = base.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot create {}", dir.display()));
+            }
+        }
+    }
+    anyhow::bail!("cannot create a new run directory in {}", base.display())
+}

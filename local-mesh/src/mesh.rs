@@ -1,0 +1,602 @@
+//! Starting the whole flow on loopback, each component after the one it talks to is ready:
+//!
+//! ```text
+//! traffic -> app-that-calls-externally --http_proxy--> sidecar (Envoy)
+//!         -> egress gateway (Envoy) --TLS--> CF router (Envoy) -> hello-cf v1 | v2
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::bootstrap::{self, GatewaySpec, RouterRoute, RouterSpec, SidecarSpec};
+use crate::certs::{self, Certificates};
+use crate::envoy;
+use crate::policy::{HelloVersion, Policy};
+use crate::programs::Programs;
+use crate::supervisor::{self, Event, ProcessSpec, Supervisor};
+
+pub const CF_ROUTER: &str = "cf-router";
+pub const EGRESS_GATEWAY: &str = "egress-gateway";
+pub const SIDECAR: &str = "sidecar";
+pub const PROXY: &str = "app-that-calls-externally";
+pub const CALLER: &str = "traffic";
+
+/// How long one component may take to become ready (Envoy on a busy two-core machine included).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The proxy's own upstream timeout, as k8s/ sets it: above the mesh's route timeout, so the
+/// mesh's 504 is what the caller sees.
+pub const PROXY_UPSTREAM_TIMEOUT: &str = "4s";
+/// The caller's timeout, above both.
+pub const CALLER_TIMEOUT: &str = "10s";
+
+/// The name of the hello-cf component of one version.
+pub fn hello_component(version: HelloVersion) -> String {
+    format!("hello-{}", version.as_str())
+}
+
+/// Everything [`Mesh::start`] needs.
+#[derive(Debug, Clone)]
+pub struct MeshOptions {
+    pub policy: Policy,
+    pub envoy: PathBuf,
+    pub programs: Programs,
+    /// Certificates, Envoy configs and every component's log go here.
+    pub run_dir: PathBuf,
+    /// `None` starts the mesh without a caller (tests drive it themselves).
+    pub caller: Option<CallerOptions>,
+    pub envoy_log_level: String,
+}
+
+/// What the caller is told.
+#[derive(Debug, Clone)]
+pub struct CallerOptions {
+    /// `None`: unbounded.
+    pub count: Option<u64>,
+    pub interval: Duration,
+    /// As the caller reads `SUMMARY_EVERY`: `off`, `100` (calls) or `30s`.
+    pub summary_every: String,
+}
+
+/// Where each component listens.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    pub hello: BTreeMap<HelloVersion, SocketAddr>,
+    pub cf_router: SocketAddr,
+    pub egress_gateway: SocketAddr,
+    pub sidecar: SocketAddr,
+    pub proxy: SocketAddr,
+    pub proxy_admin: SocketAddr,
+}
+
+/// What the running mesh reports.
+#[derive(Debug)]
+pub enum MeshEvent {
+    /// A line the caller printed.
+    CallerLine(String),
+    /// The caller made its `COUNT` calls and exited 0.
+    CallerFinished,
+    /// A component exited on its own.
+    ComponentDied {
+        name: String,
+        status: ExitStatus,
+        log: PathBuf,
+        log_tail: String,
+    },
+}
+
+/// The running components.
+pub struct Mesh {
+    supervisor: Supervisor,
+    events: mpsc::UnboundedReceiver<Event>,
+    addresses: Addresses,
+    certificates: Certificates,
+    run_dir: PathBuf,
+    http: reqwest::Client,
+}
+
+/// One row of the table of components shown at start.
+#[derive(Debug, Clone)]
+pub struct ComponentInfo {
+    pub name: String,
+    pub address: Option<SocketAddr>,
+    pub log: PathBuf,
+    pub stands_for: &'static str,
+}
+
+impl Mesh {
+    /// Starts every component; on failure, stops what was started and says which one failed.
+    pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
+        let mesh = Mesh::start_until(options, std::future::pending()).await?;
+        mesh.context("start-up was interrupted")
+    }
+
+    /// Like [`Mesh::start`], but gives up when `interrupt` resolves first: then what was started
+    /// is stopped and the result is `None`.
+    pub async fn start_until(
+        options: MeshOptions,
+        interrupt: impl Future<Output = ()>,
+    ) -> anyhow::Result<Option<Mesh>> {
+        std::fs::create_dir_all(&options.run_dir)
+            .with_context(|| format!("cannot create {}", options.run_dir.display()))?;
+        let hosts: Vec<String> = options
+            .policy
+            .cf_hosts
+            .iter()
+            .map(|cf| cf.host.clone())
+            .collect();
+        let certificates = certs::generate(&options.run_dir.join("certs"), &hosts)?;
+        let (supervisor, events) = Supervisor::new();
+        demo_common::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .context("cannot build an HTTP client")?;
+        let mut starter = Starter {
+            options: &options,
+            supervisor,
+            events,
+            http,
+        };
+        let started = tokio::select! {
+            started = starter.start_all(&certificates) => Some(started),
+            () = interrupt => None,
+        };
+        match started {
+            Some(Ok(addresses)) => Ok(Some(Mesh {
+                supervisor: starter.supervisor,
+                events: starter.events,
+                addresses,
+                certificates,
+                run_dir: options.run_dir.clone(),
+                http: starter.http,
+            })),
+            Some(Err(error)) => {
+                starter.supervisor.stop_all().await;
+                Err(error)
+            }
+            None => {
+                starter.supervisor.stop_all().await;
+                Ok(None)
+            }
+        }
+    }
+
+    pub fn addresses(&self) -> &Addresses {
+        &self.addresses
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The CA the egress gateway trusts for the Cloud Foundry routes.
+    pub fn ca_cert(&self) -> &Path {
+        &self.certificates.ca_cert
+    }
+
+    /// The access log of one Envoy component (JSON lines).
+    pub fn access_log(&self, envoy_component: &str) -> PathBuf {
+        self.run_dir.join(format!("{envoy_component}.access.log"))
+    }
+
+    /// The components in start order with their addresses and logs.
+    pub fn components(&self) -> Vec<ComponentInfo> {
+        let a = &self.addresses;
+        let mut rows: Vec<(String, Option<SocketAddr>, &'static str)> = a
+            .hello
+            .iter()
+            .map(|(version, address)| {
+                (
+                    hello_component(*version),
+                    Some(*address),
+                    "an app instance on Cloud Foundry",
+                )
+            })
+            .collect();
+        rows.push((
+            CF_ROUTER.into(),
+            Some(a.cf_router),
+            "the Cloud Foundry router (gorouter, HTTPS 443)",
+        ));
+        rows.push((
+            EGRESS_GATEWAY.into(),
+            Some(a.egress_gateway),
+            "istio-egressgateway (port 80)",
+        ));
+        rows.push((
+            SIDECAR.into(),
+            Some(a.sidecar),
+            "the istio-proxy sidecar of the proxy pod",
+        ));
+        rows.push((
+            PROXY.into(),
+            Some(a.proxy),
+            "service-that-calls-externally (the proxy)",
+        ));
+        if self.supervisor.log(CALLER).is_some() {
+            rows.push((CALLER.into(), None, "deploy/traffic (the caller)"));
+        }
+        rows.into_iter()
+            .filter_map(|(name, address, stands_for)| {
+                let log = self.supervisor.log(&name)?.to_owned();
+                Some(ComponentInfo {
+                    name,
+                    address,
+                    log,
+                    stands_for,
+                })
+            })
+            .collect()
+    }
+
+    /// The next thing that happened; `None` when nothing more can happen.
+    pub async fn next_event(&mut self) -> Option<MeshEvent> {
+        let event = self.events.recv().await?;
+        Some(match event {
+            Event::Line { line, .. } => MeshEvent::CallerLine(line),
+            Event::Exited { name, status, .. } if name == CALLER && status.success() => {
+                MeshEvent::CallerFinished
+            }
+            Event::Exited { name, status, log } => MeshEvent::ComponentDied {
+                log_tail: supervisor::log_tail(&log, 20),
+                name,
+                status,
+                log,
+            },
+        })
+    }
+
+    /// Stops one component (e.g. `hello-v2`), as `cf stop` would; the rest keeps running.
+    pub async fn stop_component(&mut self, name: &str) -> anyhow::Result<()> {
+        self.supervisor.stop(name).await
+    }
+
+    /// Starts a stopped hello server again on its address and waits until it serves.
+    pub async fn restart_hello(&mut self, version: HelloVersion) -> anyhow::Result<()> {
+        let name = hello_component(version);
+        let address = *self
+            .addresses
+            .hello
+            .get(&version)
+            .with_context(|| format!("no {name} in this mesh"))?;
+        self.supervisor.restart(&name)?;
+        wait_http_ok(
+            &self.supervisor,
+            &self.http,
+            &name,
+            &format!("http://{address}/healthz"),
+        )
+        .await
+    }
+
+    /// Every pid started, for checking that none is left.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.supervisor.pids()
+    }
+
+    /// Stops everything, the caller first, and waits for every process to be gone.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let stubborn = self.supervisor.stop_all().await;
+        if stubborn.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!("could not stop: {}", stubborn.join("; ")))
+        }
+    }
+}
+
+struct Starter<'o> {
+    options: &'o MeshOptions,
+    supervisor: Supervisor,
+    events: mpsc::UnboundedReceiver<Event>,
+    http: reqwest::Client,
+}
+
+impl Starter<'_> {
+    async fn start_all(&mut self, certificates: &Certificates) -> anyhow::Result<Addresses> {
+        let policy = &self.options.policy;
+        let mut hello = BTreeMap::new();
+        for cf in &policy.cf_hosts {
+            hello.insert(cf.version, self.start_hello(cf.version).await?);
+        }
+        let routes = policy
+            .cf_hosts
+            .iter()
+            .map(|cf| {
+                let leaf = certificates
+                    .leaf(&cf.host)
+                    .with_context(|| format!("no certificate for {}", cf.host))?;
+                Ok(RouterRoute {
+                    host: cf.host.clone(),
+                    cert: leaf.cert.clone(),
+                    key: leaf.key.clone(),
+                    app: hello[&cf.version],
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let cf_router = self
+            .start_envoy(
+                CF_ROUTER,
+                &bootstrap::cf_router(&RouterSpec {
+                    routes,
+                    access_log: self.access_log(CF_ROUTER),
+                }),
+            )
+            .await?;
+        let egress_gateway = self
+            .start_envoy(
+                EGRESS_GATEWAY,
+                &bootstrap::egress_gateway(&GatewaySpec {
+                    policy,
+                    router: cf_router,
+                    ca_cert: certificates.ca_cert.clone(),
+                    access_log: self.access_log(EGRESS_GATEWAY),
+                }),
+            )
+            .await?;
+        let sidecar = self
+            .start_envoy(
+                SIDECAR,
+                &bootstrap::sidecar(&SidecarSpec {
+                    policy,
+                    gateway: egress_gateway,
+                    access_log: self.access_log(SIDECAR),
+                }),
+            )
+            .await?;
+        let (proxy, proxy_admin) = self.start_proxy(sidecar).await?;
+        if let Some(caller) = &self.options.caller {
+            self.start_caller(caller, proxy)?;
+        }
+        Ok(Addresses {
+            hello,
+            cf_router,
+            egress_gateway,
+            sidecar,
+            proxy,
+            proxy_admin,
+        })
+    }
+
+    fn access_log(&self, component: &str) -> PathBuf {
+        self.options.run_dir.join(format!("{component}.access.log"))
+    }
+
+    fn log(&self, component: &str) -> PathBuf {
+        self.options.run_dir.join(format!("{component}.log"))
+    }
+
+    async fn start_hello(&mut self, version: HelloVersion) -> anyhow::Result<SocketAddr> {
+        let name = hello_component(version);
+        let address = free_loopback_port()?;
+        self.supervisor.spawn(ProcessSpec {
+            name: name.clone(),
+            program: self.options.programs.hello_cf.clone(),
+            args: Vec::new(),
+            env: vec![
+                env("PORT", address.port()),
+                env("BIND_ADDRESS", address.ip()),
+                env("HELLO_VERSION", version.as_str()),
+                env("DRAIN_TIMEOUT", "1s"),
+            ],
+            log: self.log(&name),
+            stdout_lines: false,
+        })?;
+        wait_http_ok(
+            &self.supervisor,
+            &self.http,
+            &name,
+            &format!("http://{address}/healthz"),
+        )
+        .await?;
+        Ok(address)
+    }
+
+    /// Writes the bootstrap, starts Envoy, waits until it is live and returns its listener's address.
+    async fn start_envoy(
+        &mut self,
+        name: &str,
+        config: &serde_json::Value,
+    ) -> anyhow::Result<SocketAddr> {
+        let dir = &self.options.run_dir;
+        let config_path = dir.join(format!("{name}.json"));
+        let text =
+            serde_json::to_string_pretty(config).context("cannot serialize an Envoy config")?;
+        std::fs::write(&config_path, text)
+            .with_context(|| format!("cannot write {}", config_path.display()))?;
+        let admin_file = dir.join(format!("{name}.admin"));
+        let _ = std::fs::remove_file(&admin_file);
+        self.supervisor.spawn(ProcessSpec {
+            name: name.to_owned(),
+            program: self.options.envoy.clone(),
+            args: envoy::arguments(&config_path, &admin_file, &self.options.envoy_log_level),
+            env: Vec::new(),
+            log: self.log(name),
+            stdout_lines: false,
+        })?;
+        let admin = self.wait_admin_address(name, &admin_file).await?;
+        wait_http_ok(
+            &self.supervisor,
+            &self.http,
+            name,
+            &format!("http://{admin}/ready"),
+        )
+        .await?;
+        self.listener_address(name, admin).await
+    }
+
+    async fn wait_admin_address(&self, name: &str, file: &Path) -> anyhow::Result<SocketAddr> {
+        let file = file.to_owned();
+        poll_until_ready(&self.supervisor, name, || {
+            let file = file.clone();
+            async move {
+                let text = std::fs::read_to_string(&file).ok()?;
+                text.trim().parse::<SocketAddr>().ok()
+            }
+        })
+        .await
+    }
+
+    /// The address of the only listener, as the admin API reports it (it was bound to port 0).
+    async fn listener_address(&self, name: &str, admin: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let url = format!("http://{admin}/listeners?format=json");
+        let body = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("{name}: GET {url}"))?
+            .bytes()
+            .await
+            .with_context(|| format!("{name}: GET {url}"))?;
+        let listeners: serde_json::Value =
+            serde_json::from_slice(&body).with_context(|| format!("{name}: {url} is not JSON"))?;
+        let socket = &listeners["listener_statuses"][0]["local_address"]["socket_address"];
+        let ip = socket["address"].as_str().and_then(|ip| ip.parse().ok());
+        let port = socket["port_value"]
+            .as_u64()
+            .and_then(|port| u16::try_from(port).ok());
+        match (ip, port) {
+            (Some(ip), Some(port)) if port != 0 => Ok(SocketAddr::new(ip, port)),
+            _ => bail!("{name}: cannot read the listener address from {url}: {listeners}"),
+        }
+    }
+
+    async fn start_proxy(
+        &mut self,
+        sidecar: SocketAddr,
+    ) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+        let policy = &self.options.policy;
+        let address = free_loopback_port()?;
+        let admin = free_loopback_port()?;
+        let upstream = match policy.stable_port {
+            80 => format!("http://{}/", policy.stable_host),
+            port => format!("http://{}:{port}/", policy.stable_host),
+        };
+        self.supervisor.spawn(ProcessSpec {
+            name: PROXY.to_owned(),
+            program: self.options.programs.proxy.clone(),
+            args: Vec::new(),
+            env: vec![
+                env("PORT", address.port()),
+                env("ADMIN_PORT", admin.port()),
+                env("BIND_ADDRESS", address.ip()),
+                env("UPSTREAM_URL", upstream),
+                env("UPSTREAM_TIMEOUT", PROXY_UPSTREAM_TIMEOUT),
+                env("DRAIN_TIMEOUT", "1s"),
+                // In a pod the sidecar captures the connection; here the proxy is told about it.
+                env("http_proxy", format!("http://{sidecar}")),
+            ],
+            log: self.log(PROXY),
+            stdout_lines: false,
+        })?;
+        wait_http_ok(
+            &self.supervisor,
+            &self.http,
+            PROXY,
+            &format!("http://{admin}/readyz"),
+        )
+        .await?;
+        Ok((address, admin))
+    }
+
+    fn start_caller(&mut self, caller: &CallerOptions, proxy: SocketAddr) -> anyhow::Result<()> {
+        let mut vars = vec![
+            env("URL", format!("http://{proxy}/")),
+            env("INTERVAL", format!("{}", caller.interval.as_secs_f64())),
+            env("TIMEOUT", CALLER_TIMEOUT),
+        ];
+        if let Some(count) = caller.count {
+            vars.push(env("COUNT", count));
+        }
+        vars.push(env("SUMMARY_EVERY", &caller.summary_every));
+        self.supervisor.spawn(ProcessSpec {
+            name: CALLER.to_owned(),
+            program: self.options.programs.caller.clone(),
+            args: Vec::new(),
+            env: vars,
+            log: self.log(CALLER),
+            stdout_lines: true,
+        })?;
+        Ok(())
+    }
+}
+
+fn env(name: &str, value: impl ToString) -> (String, String) {
+    (name.to_owned(), value.to_string())
+}
+
+/// A loopback port the OS considers free right now. The component binds it a moment later;
+/// were it taken in between, the component would fail to start and say so.
+fn free_loopback_port() -> anyhow::Result<SocketAddr> {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free loopback port")?;
+    listener.local_addr().context("cannot read a free port")
+}
+
+async fn wait_http_ok(
+    supervisor: &Supervisor,
+    http: &reqwest::Client,
+    name: &str,
+    url: &str,
+) -> anyhow::Result<()> {
+    poll_until_ready(supervisor, name, || async {
+        let response = http.get(url).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await
+    .with_context(|| format!("waiting for GET {url}"))
+}
+
+/// Polls `probe` until it yields a value, the component exits, or [`READY_TIMEOUT`] passes.
+async fn poll_until_ready<T, F, Fut>(
+    supervisor: &Supervisor,
+    name: &str,
+    mut probe: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(status) = supervisor.exit_status(name) {
+            bail!(
+                "{name} exited during start-up ({status}); {}",
+                tail_of(supervisor, name)
+            );
+        }
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{name} was not ready within {}s; {}",
+                READY_TIMEOUT.as_secs(),
+                tail_of(supervisor, name)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn tail_of(supervisor: &Supervisor, name: &str) -> String {
+    match supervisor.log(name) {
+        Some(log) => format!(
+            "last lines of {}:\n{}",
+            log.display(),
+            supervisor::log_tail(log, 20)
+        ),
+        None => String::new(),
+    }
+}

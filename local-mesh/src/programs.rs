@@ -1,0 +1,133 @@
+//! The demo's own programs (hello-cf, app-that-calls-externally, traffic), taken from the cargo
+//! output directory local-mesh runs from, and built there when missing or older than their
+//! sources.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::SystemTime;
+
+use anyhow::{Context as _, bail};
+use tokio::process::Command;
+
+pub const HELLO_CF: &str = "hello-cf";
+pub const PROXY: &str = "app-that-calls-externally";
+pub const CALLER: &str = "traffic";
+
+/// Paths of the three binaries.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    pub hello_cf: PathBuf,
+    pub proxy: PathBuf,
+    pub caller: PathBuf,
+}
+
+/// Finds the binaries in `bin_dir` (e.g. `target/release`), building those that are missing
+/// or stale with `$CARGO build` (the profile is the directory's name).
+pub async fn ensure_built(bin_dir: &Path, repo: &Path) -> anyhow::Result<Programs> {
+    let mut stale = Vec::new();
+    for package in [HELLO_CF, PROXY, CALLER] {
+        let binary = bin_dir.join(package);
+        let built = modified(&binary);
+        let newest_source = newest_source(repo, package)?;
+        if built.is_none_or(|built| newest_source.is_some_and(|source| source > built)) {
+            stale.push(package);
+        }
+    }
+    if !stale.is_empty() {
+        build(bin_dir, repo, &stale).await?;
+    }
+    Ok(Programs {
+        hello_cf: bin_dir.join(HELLO_CF),
+        proxy: bin_dir.join(PROXY),
+        caller: bin_dir.join(CALLER),
+    })
+}
+
+async fn build(bin_dir: &Path, repo: &Path, packages: &[&str]) -> anyhow::Result<()> {
+    let profile = bin_dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("");
+    let target_dir = bin_dir
+        .parent()
+        .filter(|_| profile == "release" || profile == "debug");
+    let Some(target_dir) = target_dir else {
+        bail!(
+            "{} are missing or stale in {}, which is not a cargo target/<profile> directory; build them with cargo",
+            packages.join(", "),
+            bin_dir.display()
+        );
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(repo.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    if profile == "release" {
+        command.arg("--release");
+    }
+    for package in packages {
+        command.arg("-p").arg(package);
+    }
+    eprintln!(
+        "local-mesh: {} missing or older than the sources in {}; building: {:?}",
+        packages.join(", "),
+        bin_dir.display(),
+        command.as_std()
+    );
+    // Cargo's progress goes to stderr; nothing it prints belongs on stdout.
+    let stderr = std::os::fd::AsFd::as_fd(&std::io::stderr())
+        .try_clone_to_owned()
+        .context("cannot duplicate stderr")?;
+    let status = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stderr))
+        .kill_on_drop(true)
+        .status()
+        .await
+        .with_context(|| format!("cannot run {}", Path::new(&cargo).display()))?;
+    if !status.success() {
+        bail!("building {} failed: {status}", packages.join(", "));
+    }
+    Ok(())
+}
+
+/// The newest modification time among a package's sources and the shared crate's.
+fn newest_source(repo: &Path, package: &str) -> anyhow::Result<Option<SystemTime>> {
+    let mut newest = None;
+    for root in [repo.join(package), repo.join("common")] {
+        newest = newest.max(newest_in(&root.join("src"))?);
+        newest = newest.max(modified(&root.join("Cargo.toml")));
+    }
+    Ok(newest)
+}
+
+fn newest_in(dir: &Path) -> anyhow::Result<Option<SystemTime>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let mut newest = None;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        let path = entry.path();
+        let file_type = entry
+            .file_type()
+            .with_context(|| format!("cannot stat {}", path.display()))?;
+        let time = if file_type.is_dir() {
+            newest_in(&path)?
+        } else {
+            modified(&path)
+        };
+        newest = newest.max(time);
+    }
+    Ok(newest)
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    path.metadata().and_then(|meta| meta.modified()).ok()
+}

