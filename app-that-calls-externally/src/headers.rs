@@ -29,7 +29,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Removes the hop-by-hop headers and any header that `Connection` names.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -57,7 +57,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Prepares a client's request headers for the upstream: hop-by-hop headers removed, `Host`
 /// set to the upstream's authority (the mesh routes by it), the peer appended to
 /// `X-Forwarded-For`.
-pub(crate) fn prepare_request(
+pub fn prepare_request(
     headers: &mut HeaderMap,
     host: &HeaderValue,
     peer: Option<IpAddr>,

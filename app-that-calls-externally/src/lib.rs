@@ -9,7 +9,7 @@
 mod body;
 pub mod config;
 mod connect;
-mod headers;
+pub mod headers;
 mod proxy;
 
 use std::future::Future;

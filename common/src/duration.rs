@@ -18,6 +18,8 @@ pub enum DurationError {
 }
 
 /// Parses a non-negative duration. A bare number is seconds.
+///
+/// The arithmetic is exact, in integer nanoseconds: `0.1s` is 100ms, not a float's neighbour.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
@@ -27,23 +29,38 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
-    if number.is_empty() || number.starts_with('.') && number.len() == 1 {
-        return Err(DurationError::Malformed(text.to_owned()));
+    let malformed = || DurationError::Malformed(text.to_owned());
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+        return Err(malformed());
     }
-    // Only digits and one optional dot reach here, so `f64` parsing cannot see signs, exponents
-    // or `inf`/`nan`.
-    let value: f64 = number
-        .parse()
-        .map_err(|_| DurationError::Malformed(text.to_owned()))?;
-    let seconds_per_unit = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" => 60.0,
-        "h" => 3600.0,
+    let nanos_per_unit: u128 = match unit.trim() {
+        "" | "s" => 1_000_000_000,
+        "ms" => 1_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
         _ => return Err(DurationError::UnknownUnit(text.to_owned())),
     };
-    Duration::try_from_secs_f64(value * seconds_per_unit)
-        .map_err(|_| DurationError::TooLarge(text.to_owned()))
+    let too_large = || DurationError::TooLarge(text.to_owned());
+    let whole_nanos = digits_value(whole)
+        .ok_or_else(too_large)?
+        .checked_mul(nanos_per_unit)
+        .ok_or_else(too_large)?;
+    // Digits past the twentieth are far below a nanosecond for every unit; dropping them keeps
+    // the product within u128.
+    let fraction = &fraction[..fraction.len().min(20)];
+    let fraction_nanos = digits_value(fraction).ok_or_else(malformed)? * nanos_per_unit
+        / 10u128.pow(fraction.len() as u32);
+    let total = whole_nanos.checked_add(fraction_nanos).ok_or_else(too_large)?;
+    let seconds = u64::try_from(total / 1_000_000_000).map_err(|_| too_large())?;
+    Ok(Duration::new(seconds, (total % 1_000_000_000) as u32))
+}
+
+/// The value of a run of ASCII digits (empty is 0); None on overflow.
+fn digits_value(digits: &str) -> Option<u128> {
+    digits.bytes().try_fold(0u128, |value, digit| {
+        value.checked_mul(10)?.checked_add(u128::from(digit - b'0'))
+    })
 }
 
 /// Parses a duration that must be greater than zero (intervals, timeouts).
@@ -71,6 +88,10 @@ mod tests {
             ("1h", 3_600_000),
             (" 3s ", 3000),
             ("0", 0),
+            (".5", 500),
+            ("1.", 1000),
+            ("0.1s", 100),
+            ("0.001", 1),
         ];
         for (text, millis) in cases {
             assert_eq!(
@@ -97,6 +118,16 @@ mod tests {
             Err(DurationError::NotPositive("0ms".into()))
         );
         assert!(parse_positive_duration("1ms").is_ok());
+    }
+
+    #[test]
+    fn is_exact_where_floating_point_is_not() {
+        assert_eq!(
+            parse_duration("8388608.117s"),
+            Ok(Duration::new(8_388_608, 117_000_000))
+        );
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0.000000001"), Ok(Duration::from_nanos(1)));
     }
 
     #[test]
