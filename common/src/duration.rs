@@ -51,7 +51,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let fraction = &fraction[..fraction.len().min(20)];
     let fraction_nanos = digits_value(fraction).ok_or_else(malformed)? * nanos_per_unit
         / 10u128.pow(fraction.len() as u32);
-    let total = whole_nanos.checked_add(fraction_nanos).ok_or_else(too_large)?;
+    let total = whole_nanos
+        .checked_add(fraction_nanos)
+        .ok_or_else(too_large)?;
     let seconds = u64::try_from(total / 1_000_000_000).map_err(|_| too_large())?;
     Ok(Duration::new(seconds, (total % 1_000_000_000) as u32))
 }
