@@ -1,13 +1,14 @@
 //! Header rewriting at the proxy's hop: hop-by-hop headers stay behind, everything else
 //! (the Istio trace headers included) passes through untouched.
 
+use std::cell::RefCell;
 use std::io::Write as _;
 use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::header::{
-    CONNECTION, EXPECT, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, EXPECT, HOST, HeaderMap, HeaderName, HeaderValue, InvalidHeaderValue,
+    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -28,9 +29,43 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     UPGRADE,
 ];
 
+/// The names this hop acts on that one pass over a header map found. Most requests carry
+/// none of them, and then nothing is removed or looked up again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Found {
+    connection: bool,
+    hop_by_hop: bool,
+    expect: bool,
+    forwarded_for: bool,
+}
+
+impl Found {
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut found = Self::default();
+        // `keys` yields each name once, however many lines carry it.
+        for name in headers.keys() {
+            if *name == CONNECTION {
+                found.connection = true;
+            } else if HOP_BY_HOP.contains(name) {
+                found.hop_by_hop = true;
+            } else if *name == EXPECT {
+                found.expect = true;
+            } else if *name == X_FORWARDED_FOR {
+                found.forwarded_for = true;
+            }
+        }
+        found
+    }
+}
+
 /// Removes the hop-by-hop headers and any header that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
+    let found = Found::scan(headers);
+    strip_found(headers, found);
+}
+
+fn strip_found(headers: &mut HeaderMap, found: Found) {
+    if found.connection {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
@@ -49,8 +84,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    if found.connection || found.hop_by_hop {
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
 }
 
@@ -63,23 +100,67 @@ pub fn prepare_request(
     peer: Option<IpAddr>,
     proxy_authorization: Option<&HeaderValue>,
 ) {
-    strip_hop_by_hop(headers);
+    let found = Found::scan(headers);
+    strip_found(headers, found);
     // This hop answers `Expect: 100-continue` itself (hyper sends the 100 when the body is
     // first read), so the upstream must not be asked to as well.
-    headers.remove(EXPECT);
+    if found.expect {
+        headers.remove(EXPECT);
+    }
     headers.insert(HOST, host.clone());
     if let Some(peer) = peer {
-        append_forwarded_for(headers, peer);
+        let value = if found.forwarded_for {
+            joined_forwarded_for(headers, peer)
+        } else {
+            peer_value(peer)
+        };
+        match value {
+            Ok(value) => {
+                headers.insert(X_FORWARDED_FOR, value);
+            }
+            // Unreachable: the parts were valid header values and an IP address.
+            Err(_) => tracing::debug!("X-Forwarded-For left unchanged: invalid value"),
+        }
     }
     if let Some(credentials) = proxy_authorization {
         headers.insert(PROXY_AUTHORIZATION, credentials.clone());
     }
 }
 
-/// `X-Forwarded-For: <existing values>, <peer>`; several incoming header lines are joined in
-/// order into one.
-fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
-    let peer = peer.to_canonical();
+thread_local! {
+    /// The last peer's `X-Forwarded-For` value. Behind a sidecar every request comes from the
+    /// same address (Envoy connects from 127.0.0.6), so this nearly always spares formatting
+    /// and allocating it again.
+    static LAST_PEER: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// The peer alone, the usual `X-Forwarded-For` of a request that arrives without one.
+fn peer_value(peer: IpAddr) -> Result<HeaderValue, InvalidHeaderValue> {
+    LAST_PEER.with_borrow_mut(|last| match last {
+        Some((address, value)) if *address == peer => Ok(value.clone()),
+        _ => {
+            let value = format_peer(peer)?;
+            *last = Some((peer, value.clone()));
+            Ok(value)
+        }
+    })
+}
+
+fn format_peer(peer: IpAddr) -> Result<HeaderValue, InvalidHeaderValue> {
+    // The longest IPv6 text form has 45 characters; format on the stack, copy once.
+    let mut text = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    // Both forms fit, so writing cannot fail.
+    let _ = write!(cursor, "{}", peer.to_canonical());
+    let written = usize::try_from(cursor.position()).unwrap_or(0);
+    HeaderValue::from_bytes(&text[..written])
+}
+
+/// `<existing values>, <peer>`; several incoming header lines are joined in order into one.
+fn joined_forwarded_for(
+    headers: &HeaderMap,
+    peer: IpAddr,
+) -> Result<HeaderValue, InvalidHeaderValue> {
     let mut value = Vec::with_capacity(64);
     for existing in headers.get_all(&X_FORWARDED_FOR) {
         let existing = existing.as_bytes().trim_ascii();
@@ -89,14 +170,8 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
         }
     }
     // Writing into a Vec cannot fail.
-    let _ = write!(value, "{peer}");
-    match HeaderValue::from_maybe_shared(Bytes::from(value)) {
-        Ok(value) => {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
-        // Unreachable: the parts were valid header values and an IP address.
-        Err(_) => tracing::debug!("X-Forwarded-For left unchanged: invalid value"),
-    }
+    let _ = write!(value, "{}", peer.to_canonical());
+    HeaderValue::from_maybe_shared(Bytes::from(value))
 }
 
 #[cfg(test)]
@@ -178,6 +253,28 @@ mod tests {
         let mut headers = HeaderMap::new();
         prepare_request(&mut headers, &host, Some("::1".parse().unwrap()), None);
         assert_eq!(headers["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn strips_hop_by_hop_headers_without_a_connection_header() {
+        let mut headers = map(&[
+            ("te", "trailers"),
+            ("x-end-to-end", "kept"),
+            ("upgrade", "websocket"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-end-to-end"]);
+    }
+
+    #[test]
+    fn forwarded_for_names_each_peer_in_turn() {
+        let host = HeaderValue::from_static("h");
+        for peer in ["10.0.0.1", "10.0.0.1", "2001:db8::7", "10.0.0.1"] {
+            let mut headers = HeaderMap::new();
+            prepare_request(&mut headers, &host, Some(peer.parse().unwrap()), None);
+            assert_eq!(headers["x-forwarded-for"], peer);
+        }
     }
 
     #[test]
