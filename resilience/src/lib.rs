@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub use client::{Connection, Exchange, get_once};
 pub use memory::Memory;
-pub use program::{Program, binary};
+pub use program::{Program, ProxyProcess, binary, start_proxy};
 
 /// Awaits `future`, failing the test if it takes longer than `bound`.
 pub async fn within<F: Future>(what: &str, bound: Duration, future: F) -> F::Output {

@@ -6,6 +6,7 @@
 //! `cargo test --workspace` (CI) they are already built by then, and nothing is rebuilt.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -240,5 +241,47 @@ impl Program {
                 self.log()
             ),
         }
+    }
+}
+
+/// The proxy binary, listening on loopback ports the OS picked.
+pub struct ProxyProcess {
+    pub program: Program,
+    /// The forwarding port.
+    pub address: SocketAddr,
+    /// The admin (health) port.
+    pub admin: SocketAddr,
+}
+
+/// Starts the proxy in front of `upstream` with `settings` added to its environment, logging
+/// JSON so that the ports it bound can be read from its start-up line.
+pub async fn start_proxy(upstream: SocketAddr, settings: &[(&str, &str)]) -> ProxyProcess {
+    let upstream_url = format!("http://{upstream}/");
+    let mut env = vec![
+        ("BIND_ADDRESS", "127.0.0.1"),
+        ("PORT", "0"),
+        ("ADMIN_PORT", "0"),
+        ("UPSTREAM_URL", upstream_url.as_str()),
+        ("LOG_FORMAT", "json"),
+        ("RUST_LOG", "info"),
+    ];
+    env.extend_from_slice(settings);
+    let mut program = Program::start("app-that-calls-externally", &[], &env, false);
+    let listening = program
+        .wait_for_message(
+            "app-that-calls-externally listening",
+            Duration::from_secs(60),
+        )
+        .await;
+    let address = |field: &str| -> SocketAddr {
+        listening[field]
+            .as_str()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in the start-up line: {listening}"))
+    };
+    ProxyProcess {
+        address: address("proxy_addr"),
+        admin: address("admin_addr"),
+        program,
     }
 }

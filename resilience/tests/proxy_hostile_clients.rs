@@ -89,25 +89,9 @@ impl RecordingUpstream {
 }
 
 async fn start_proxy(upstream: &RecordingUpstream) -> (Program, SocketAddr) {
-    let mut proxy = Program::start(
-        "app-that-calls-externally",
-        &[],
-        &[
-            ("BIND_ADDRESS", "127.0.0.1"),
-            ("PORT", "0"),
-            ("ADMIN_PORT", "0"),
-            ("UPSTREAM_URL", &format!("http://{}/", upstream.address)),
-            ("UPSTREAM_TIMEOUT", "2s"),
-            ("LOG_FORMAT", "json"),
-            ("RUST_LOG", "info"),
-        ],
-        false,
-    );
-    let listening = proxy
-        .wait_for_message("app-that-calls-externally listening", STEP)
-        .await;
-    let address = listening["proxy_addr"].as_str().unwrap().parse().unwrap();
-    (proxy, address)
+    let proxy =
+        resilience_tests::start_proxy(upstream.address, &[("UPSTREAM_TIMEOUT", "2s")]).await;
+    (proxy.program, proxy.address)
 }
 
 /// What a raw exchange produced: the first status code (if any) and whether the server

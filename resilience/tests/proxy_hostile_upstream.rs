@@ -397,25 +397,12 @@ async fn round(
 async fn every_client_gets_its_answer_whatever_the_upstream_does() {
     let seed = seed();
     let upstream = HostileUpstream::start().await;
-    let mut proxy = Program::start(
-        "app-that-calls-externally",
-        &[],
-        &[
-            ("BIND_ADDRESS", "127.0.0.1"),
-            ("PORT", "0"),
-            ("ADMIN_PORT", "0"),
-            ("UPSTREAM_URL", &format!("http://{}/", upstream.address)),
-            ("UPSTREAM_TIMEOUT", "1s"),
-            ("DRAIN_TIMEOUT", "5s"),
-            ("LOG_FORMAT", "json"),
-            ("RUST_LOG", "info"),
-        ],
-        false,
-    );
-    let listening = proxy
-        .wait_for_message("app-that-calls-externally listening", STEP)
-        .await;
-    let address: SocketAddr = listening["proxy_addr"].as_str().unwrap().parse().unwrap();
+    let settings = [("UPSTREAM_TIMEOUT", "1s"), ("DRAIN_TIMEOUT", "5s")];
+    let resilience_tests::ProxyProcess {
+        program: mut proxy,
+        address,
+        ..
+    } = resilience_tests::start_proxy(upstream.address, &settings).await;
     // Idle: after one request has set up the client and its pool, with no connection open.
     let warm_up = resilience_tests::get_once(address, "/fault/ok/0", REQUEST_DEADLINE).await;
     assert!(Fault::Ok.expected(0, &warm_up), "{warm_up:?}");

@@ -58,26 +58,9 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 async fn start_proxy(upstream: SocketAddr, drain: &str) -> (Program, SocketAddr, SocketAddr) {
-    let mut proxy = Program::start(
-        "app-that-calls-externally",
-        &[],
-        &[
-            ("BIND_ADDRESS", "127.0.0.1"),
-            ("PORT", "0"),
-            ("ADMIN_PORT", "0"),
-            ("UPSTREAM_URL", &format!("http://{upstream}/")),
-            ("UPSTREAM_TIMEOUT", "30s"),
-            ("DRAIN_TIMEOUT", drain),
-            ("LOG_FORMAT", "json"),
-            ("RUST_LOG", "info"),
-        ],
-        false,
-    );
-    let listening = proxy
-        .wait_for_message("app-that-calls-externally listening", STEP)
-        .await;
-    let address = |field: &str| listening[field].as_str().unwrap().parse().unwrap();
-    (proxy, address("proxy_addr"), address("admin_addr"))
+    let settings = [("UPSTREAM_TIMEOUT", "30s"), ("DRAIN_TIMEOUT", drain)];
+    let proxy = resilience_tests::start_proxy(upstream, &settings).await;
+    (proxy.program, proxy.address, proxy.admin)
 }
 
 /// Whether `/readyz` says the proxy still wants traffic.
