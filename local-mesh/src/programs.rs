@@ -3,11 +3,10 @@
 //! sources.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
-use tokio::process::Command;
 
 pub const HELLO_CF: &str = "hello-cf";
 pub const PROXY: &str = "app-that-calls-externally";
@@ -24,18 +23,10 @@ pub struct Programs {
 /// Finds the binaries in `bin_dir` (e.g. `target/release`), building those that are missing
 /// or stale with `$CARGO build` (the profile is the directory's name).
 pub async fn ensure_built(bin_dir: &Path, repo: &Path) -> anyhow::Result<Programs> {
-    let mut stale = Vec::new();
-    for package in [HELLO_CF, PROXY, CALLER] {
-        let binary = bin_dir.join(package);
-        let built = modified(&binary);
-        let newest_source = newest_source(repo, package)?;
-        if built.is_none_or(|built| newest_source.is_some_and(|source| source > built)) {
-            stale.push(package);
-        }
-    }
-    if !stale.is_empty() {
-        build(bin_dir, repo, &stale).await?;
-    }
+    let (dir, root) = (bin_dir.to_owned(), repo.to_owned());
+    tokio::task::spawn_blocking(move || build_stale(&dir, &root, &[HELLO_CF, PROXY, CALLER]))
+        .await
+        .context("the build task failed")??;
     Ok(Programs {
         hello_cf: bin_dir.join(HELLO_CF),
         proxy: bin_dir.join(PROXY),
@@ -43,7 +34,25 @@ pub async fn ensure_built(bin_dir: &Path, repo: &Path) -> anyhow::Result<Program
     })
 }
 
-async fn build(bin_dir: &Path, repo: &Path, packages: &[&str]) -> anyhow::Result<()> {
+/// Builds, with one `$CARGO build` into `bin_dir`, those of `packages` (each a workspace
+/// package whose binary has its name) that are missing or older than their sources or the
+/// shared crate's. Blocks until cargo is done; its progress goes to stderr.
+pub fn build_stale(bin_dir: &Path, repo: &Path, packages: &[&str]) -> anyhow::Result<()> {
+    let mut stale = Vec::new();
+    for &package in packages {
+        let built = modified(&bin_dir.join(package));
+        let newest_source = newest_source(repo, package)?;
+        if built.is_none_or(|built| newest_source.is_some_and(|source| source > built)) {
+            stale.push(package);
+        }
+    }
+    if stale.is_empty() {
+        return Ok(());
+    }
+    build(bin_dir, repo, &stale)
+}
+
+fn build(bin_dir: &Path, repo: &Path, packages: &[&str]) -> anyhow::Result<()> {
     let profile = bin_dir
         .file_name()
         .and_then(|name| name.to_str())
@@ -76,7 +85,7 @@ async fn build(bin_dir: &Path, repo: &Path, packages: &[&str]) -> anyhow::Result
         "local-mesh: {} missing or older than the sources in {}; building: {:?}",
         packages.join(", "),
         bin_dir.display(),
-        command.as_std()
+        command
     );
     // Cargo's progress goes to stderr; nothing it prints belongs on stdout.
     let stderr = std::os::fd::AsFd::as_fd(&std::io::stderr())
@@ -85,9 +94,7 @@ async fn build(bin_dir: &Path, repo: &Path, packages: &[&str]) -> anyhow::Result
     let status = command
         .stdin(Stdio::null())
         .stdout(Stdio::from(stderr))
-        .kill_on_drop(true)
         .status()
-        .await
         .with_context(|| format!("cannot run {}", Path::new(&cargo).display()))?;
     if !status.success() {
         bail!("building {} failed: {status}", packages.join(", "));

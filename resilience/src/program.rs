@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -36,83 +36,18 @@ pub fn binary(package: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("the test runs from target/<profile>/deps")
         .to_owned();
-    let path = bin_dir.join(package);
     let mut checked = CHECKED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if !checked.contains(package) {
-        if is_stale(&path, package) {
-            build(&bin_dir, package);
+        if let Err(error) =
+            local_mesh::programs::build_stale(&bin_dir, &workspace_dir(), &[package])
+        {
+            panic!("cannot build {package}: {error:#}");
         }
         checked.insert(package.to_owned());
     }
-    path
-}
-
-fn is_stale(binary: &Path, package: &str) -> bool {
-    let Some(built) = modified(binary) else {
-        return true;
-    };
-    let workspace = workspace_dir();
-    [workspace.join(package), workspace.join("common")]
-        .iter()
-        .flat_map(|root| {
-            [
-                newest_in(&root.join("src")),
-                modified(&root.join("Cargo.toml")),
-            ]
-        })
-        .flatten()
-        .any(|source| source > built)
-}
-
-fn build(bin_dir: &Path, package: &str) {
-    let profile = bin_dir.file_name().and_then(|name| name.to_str());
-    let target_dir = bin_dir.parent().expect("target/<profile> has a parent");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = std::process::Command::new(cargo);
-    command
-        .args(["build", "--quiet", "--package", package, "--bin", package])
-        .arg("--manifest-path")
-        .arg(workspace_dir().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir)
-        .stdin(Stdio::null());
-    if profile == Some("release") {
-        command.arg("--release");
-    }
-    eprintln!("resilience: building {package} (missing or older than its sources)");
-    let status = command.status().expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build of {package} failed: {status}"
-    );
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path)
-        .and_then(|meta| meta.modified())
-        .ok()
-}
-
-/// The newest modification time of the files under `dir`.
-fn newest_in(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                newest = newest.max(modified(&path));
-            }
-        }
-    }
-    newest
+    bin_dir.join(package)
 }
 
 /// A running program: stderr (its log) collected line by line; stdout piped when asked for.
