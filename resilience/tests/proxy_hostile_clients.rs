@@ -132,6 +132,13 @@ async fn raw_exchange(address: SocketAddr, request: &[u8], wait: Duration) -> Ra
 }
 
 /// A normal caller's request: fresh connection, full answer from the upstream.
+/// The proxy never panicked, and still stops cleanly: SIGTERM, exit code 0.
+async fn stop_unharmed(proxy: &mut Program) {
+    assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
+    proxy.signal(libc::SIGTERM);
+    assert_eq!(proxy.wait_exit(STEP).await.code(), Some(0));
+}
+
 async fn normal_call(proxy: SocketAddr) -> Result<Duration, String> {
     let started = Instant::now();
     match get_once(proxy, "/normal", Duration::from_secs(10)).await {
@@ -246,9 +253,7 @@ async fn slowloris_connections_are_cut_and_never_starve_a_normal_caller() {
         "a half-sent request reached the upstream"
     );
     settled_fds(proxy.pid(), Some(idle_fds), STEP).await;
-    assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
-    proxy.signal(libc::SIGTERM);
-    assert_eq!(proxy.wait_exit(STEP).await.code(), Some(0));
+    stop_unharmed(&mut proxy).await;
 
     figure(
         "proxy_hostile_clients",
@@ -317,9 +322,7 @@ async fn oversized_heads_get_a_4xx_or_a_close_and_reach_nobody() {
     normal_call(address)
         .await
         .expect("a normal call after the oversized heads");
-    assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
-    proxy.signal(libc::SIGTERM);
-    assert_eq!(proxy.wait_exit(STEP).await.code(), Some(0));
+    stop_unharmed(&mut proxy).await;
     figure(
         "proxy_hostile_clients",
         format!("oversized heads: {}", outcomes.join("; ")),
@@ -422,9 +425,7 @@ async fn ambiguous_framing_gets_a_400_or_a_close_and_smuggles_nothing() {
     normal_call(address)
         .await
         .expect("a normal call after the ambiguous requests");
-    assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
-    proxy.signal(libc::SIGTERM);
-    assert_eq!(proxy.wait_exit(STEP).await.code(), Some(0));
+    stop_unharmed(&mut proxy).await;
     figure(
         "proxy_hostile_clients",
         format!(
