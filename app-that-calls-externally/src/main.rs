@@ -3,14 +3,22 @@ use std::process::ExitCode;
 use app_that_calls_externally::{Config, StartError, bind};
 use demo_common::cli::{config_error_exit, parse_or_exit};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config: Config = parse_or_exit();
     if let Err(message) = config.validate() {
         config_error_exit(&message);
     }
     demo_common::logging::init(config.log_format, "info");
+    match demo_common::runtime::for_available_cpus() {
+        Ok(runtime) => runtime.block_on(serve(config)),
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            ExitCode::FAILURE
+        }
+    }
+}
 
+async fn serve(config: Config) -> ExitCode {
     // Handlers are installed here, before the ports are announced, so an early SIGTERM drains.
     let shutdown = demo_common::shutdown::signal();
 

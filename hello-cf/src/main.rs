@@ -2,10 +2,19 @@ use std::process::ExitCode;
 
 use hello_cf::{Config, HelloServer};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config: Config = demo_common::cli::parse_or_exit();
     demo_common::logging::init(config.log_format, "info");
+    match demo_common::runtime::for_available_cpus() {
+        Ok(runtime) => runtime.block_on(serve(config)),
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
     // Handlers are installed before the port opens, so an early SIGTERM still drains.
     let shutdown = demo_common::shutdown::signal();
     let server = match HelloServer::bind(&config).await {

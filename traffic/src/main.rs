@@ -8,7 +8,7 @@ use traffic::{Config, RunError};
 fn main() -> ExitCode {
     let config: Config = cli::parse_or_exit();
     logging::init(config.log_format, "info");
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match demo_common::runtime::for_available_cpus() {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the async runtime");
