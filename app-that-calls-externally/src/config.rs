@@ -247,7 +247,7 @@ impl UpstreamUrl {
         Uri::from_parts(parts).ok()
     }
 
-    /// `scheme://authority`, as the client's pool and a proxy see the upstream.
+    /// `scheme://authority`, as the proxy variables' matcher sees the upstream.
     pub(crate) fn origin(&self) -> Uri {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());

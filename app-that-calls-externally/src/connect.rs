@@ -5,7 +5,6 @@
 //! The route is decided once at start-up: there is only one upstream, so there is nothing
 //! to match per request.
 
-use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -13,7 +12,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Uri};
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
@@ -49,6 +47,12 @@ pub(crate) enum Route {
 }
 
 impl Route {
+    /// Whether requests go in absolute form (`GET http://host/path`), as an HTTP proxy
+    /// expects; otherwise in origin form (`GET /path`).
+    pub(crate) fn absolute_form(&self) -> bool {
+        matches!(self, Route::Forward { .. })
+    }
+
     /// Credentials the client must put on each request (only in absolute-form mode; a tunnel
     /// sends them once, on CONNECT).
     pub(crate) fn request_credentials(&self) -> Option<&HeaderValue> {
@@ -262,7 +266,7 @@ pub(crate) fn describe_io(error: &io::Error) -> String {
     }
 }
 
-/// The connector the pooled client calls for each new upstream connection.
+/// Opens new upstream connections along the configured route.
 #[derive(Clone)]
 pub(crate) struct Connector(Arc<ConnectorInner>);
 
@@ -302,18 +306,24 @@ impl Connector {
     }
 }
 
+impl Connector {
+    pub(crate) async fn connect(&self) -> Result<TokioIo<UpstreamStream>, ConnectError> {
+        self.0.connect().await.map(TokioIo::new)
+    }
+}
+
 impl ConnectorInner {
     async fn connect(&self) -> Result<UpstreamStream, ConnectError> {
         match &self.route {
             Route::Direct => {
                 let tcp = tcp_connect(&self.upstream).await?;
-                self.secure(tcp, false).await
+                self.secure(tcp).await
             }
             Route::Forward { proxy, .. } => {
                 let tcp = tcp_connect(&endpoint_of(proxy))
                     .await
                     .map_err(|error| proxy_error(proxy, error))?;
-                self.secure(tcp, true).await
+                self.secure(tcp).await
             }
             Route::Tunnel { proxy, credentials } => {
                 let mut tcp = tcp_connect(&endpoint_of(proxy))
@@ -325,13 +335,13 @@ impl ConnectorInner {
                         proxy: proxy_name(proxy),
                         reason,
                     })?;
-                self.secure(tcp, false).await
+                self.secure(tcp).await
             }
         }
     }
 
     /// Adds TLS when the upstream is https.
-    async fn secure(&self, tcp: TcpStream, proxied: bool) -> Result<UpstreamStream, ConnectError> {
+    async fn secure(&self, tcp: TcpStream) -> Result<UpstreamStream, ConnectError> {
         let io = match &self.tls {
             None => Io::Plain(tcp),
             Some((connector, name)) => {
@@ -342,7 +352,7 @@ impl ConnectorInner {
                 Io::Tls(Box::new(tls))
             }
         };
-        Ok(UpstreamStream { io, proxied })
+        Ok(UpstreamStream { io })
     }
 }
 
@@ -440,38 +450,14 @@ async fn open_tunnel(
     }
 }
 
-impl tower::Service<Uri> for Connector {
-    type Response = TokioIo<UpstreamStream>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    // The destination is always the configured upstream, so `_destination` adds nothing.
-    fn call(&mut self, _destination: Uri) -> Self::Future {
-        let inner = Arc::clone(&self.0);
-        Box::pin(async move { inner.connect().await.map(TokioIo::new) })
-    }
-}
-
 /// A connection to the upstream (or to the proxy in front of it).
 pub(crate) struct UpstreamStream {
     io: Io,
-    /// Whether requests on it must go in absolute form, as an HTTP proxy expects.
-    proxied: bool,
 }
 
 enum Io {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Connection for UpstreamStream {
-    fn connected(&self) -> Connected {
-        Connected::new().proxy(self.proxied)
-    }
 }
 
 impl AsyncRead for UpstreamStream {

@@ -1,7 +1,7 @@
 //! app-that-calls-externally: the in-mesh proxy. Every request on the forwarding port goes to
-//! one upstream URL (`UPSTREAM_URL`, e.g. `http://hello.external/`) over a pooled keep-alive
-//! client; the upstream's status, headers (minus hop-by-hop ones) and body come back
-//! unchanged, so an injected `418 fault filter abort` reaches the caller as exactly that.
+//! one upstream URL (`UPSTREAM_URL`, e.g. `http://hello.external/`) over a keep-alive
+//! connection that stays with the client's connection; the upstream's status, headers (minus
+//! hop-by-hop ones) and body come back unchanged, so an injected `418 fault filter abort` reaches the caller as exactly that.
 //! Health and readiness live on a separate admin port and never touch the upstream.
 //!
 //! Tests start the pieces in-process on port 0: [`bind`] then [`Bound::serve`].
@@ -11,6 +11,7 @@ pub mod config;
 mod connect;
 pub mod headers;
 mod proxy;
+mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -110,9 +111,10 @@ impl Bound {
         let admin = tokio::spawn(self.admin.serve(admin_router(readiness.clone()), async {
             let _ = admin_stopped.await;
         }));
+        let proxy = self.proxy;
         let drain = self
             .forward
-            .serve(self.proxy.service(), async move {
+            .serve_connections(move |_peer| proxy.connection_service(), async move {
                 shutdown.await;
                 readiness.set_not_ready();
             })

@@ -1,38 +1,32 @@
-//! The forwarding service: every request goes to the one upstream over a pooled keep-alive
-//! client; the upstream's status, headers and body come back unchanged.
+//! The forwarding service: every request goes to the one upstream over a keep-alive
+//! connection (see `upstream`); the upstream's status, headers and body come back unchanged.
 
 use std::convert::Infallible;
-use std::error::Error as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{self, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use crate::body::{BodyError, Direction, ProxyBody, StallGuard};
 use crate::config::{Config, UpstreamUrl};
-use crate::connect::{ConnectError, Connector, Route, SetupError, read_ca_certificates, route_for};
+use crate::connect::{Connector, Route, SetupError, read_ca_certificates, route_for};
 use crate::headers;
+use crate::upstream::{ConnectionUpstream, UpstreamError, Upstreams};
 
-/// Idle upstream connections are closed after this long: shorter than the idle timeouts of
-/// common load balancers and routers, so the pool rarely picks a connection the other side
-/// is just closing.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The forwarding half of the proxy. Cheap to clone; clones share one connection pool.
+/// The forwarding half of the proxy. Cheap to clone; clones share the parked upstream
+/// connections.
 #[derive(Clone)]
 pub struct Proxy {
     shared: Arc<Shared>,
 }
 
 struct Shared {
-    client: Client<Connector, StallGuard>,
+    upstreams: Arc<Upstreams>,
     upstream: UpstreamUrl,
     timeout: Duration,
     route: Route,
@@ -51,13 +45,9 @@ impl Proxy {
         }
         let route = route_for(&config.upstream_url, &config.upstream_proxy)?;
         let connector = Connector::new(&config.upstream_url, route.clone(), extra_roots)?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
         Ok(Self {
             shared: Arc::new(Shared {
-                client,
+                upstreams: Upstreams::new(connector),
                 upstream: config.upstream_url.clone(),
                 timeout: config.upstream_timeout,
                 route,
@@ -70,8 +60,9 @@ impl Proxy {
         self.shared.route.to_string()
     }
 
-    /// The service for the forwarding port.
-    pub fn service(
+    /// The service for one client connection of the forwarding port: its requests share
+    /// one upstream connection.
+    pub fn connection_service(
         &self,
     ) -> impl tower::Service<
         Request<Incoming>,
@@ -80,16 +71,28 @@ impl Proxy {
         Future: Send + 'static,
     > + Clone
     + Send
-    + 'static {
+    + use<> {
         let proxy = self.clone();
+        let upstream = self.shared.upstreams.for_connection();
         tower::service_fn(move |request| {
             let proxy = proxy.clone();
-            async move { Ok(proxy.forward(request).await) }
+            let upstream = upstream.clone();
+            async move { Ok(proxy.forward(&upstream, request).await) }
         })
     }
 
+    /// Upstream connections parked by ended client connections (for tests).
+    #[doc(hidden)]
+    pub fn parked_upstream_connections(&self) -> usize {
+        self.shared.upstreams.parked()
+    }
+
     /// Forwards one request and returns the upstream's answer, or the proxy's own 4xx/5xx.
-    pub async fn forward(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn forward(
+        &self,
+        upstream: &ConnectionUpstream,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         // Only pay for the request line and the clock when the line is logged.
         let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| {
             (
@@ -98,7 +101,7 @@ impl Proxy {
                 request.uri().path().to_owned(),
             )
         });
-        let response = self.dispatch(request).await;
+        let response = self.dispatch(upstream, request).await;
         if let Some((started, method, path)) = logged {
             tracing::debug!(
                 %method,
@@ -111,7 +114,11 @@ impl Proxy {
         response
     }
 
-    async fn dispatch(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn dispatch(
+        &self,
+        upstream: &ConnectionUpstream,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         let shared = &*self.shared;
         let (mut parts, body) = request.into_parts();
         if parts.method == Method::CONNECT {
@@ -136,11 +143,15 @@ impl Proxy {
             peer,
             shared.route.request_credentials(),
         );
-        parts.uri = target;
-        // HTTP/1.1 upstream whatever the client spoke, so the connection stays pooled.
+        parts.uri = if shared.route.absolute_form() {
+            target
+        } else {
+            origin_form(target)
+        };
+        // HTTP/1.1 upstream whatever the client spoke, so the connection stays open.
         parts.version = Version::HTTP_11;
         let body = StallGuard::new(body, shared.timeout, Direction::Request);
-        let sent = shared.client.request(Request::from_parts(parts, body));
+        let sent = upstream.send(Request::from_parts(parts, body));
         match tokio::time::timeout(shared.timeout, sent).await {
             Ok(Ok(response)) => self.relay(response),
             Ok(Err(error)) => self.failed(&error),
@@ -164,8 +175,8 @@ impl Proxy {
     }
 
     /// 502 naming the cause, or a 4xx when the client's own request body failed.
-    fn failed(&self, error: &legacy::Error) -> Response<ProxyBody> {
-        if let Some(body_error) = find_cause::<BodyError>(error) {
+    fn failed(&self, error: &UpstreamError) -> Response<ProxyBody> {
+        if let Some(body_error) = error.find::<BodyError>() {
             let status = match body_error {
                 BodyError::Stalled(..) => StatusCode::REQUEST_TIMEOUT,
                 BodyError::Broken(..) => StatusCode::BAD_REQUEST,
@@ -173,13 +184,18 @@ impl Proxy {
             return message(status, format!("{body_error}\n"));
         }
         let upstream = &self.shared.upstream;
-        let line = match find_cause::<ConnectError>(error) {
-            Some(cause) => format!("upstream {upstream} unreachable: {cause}"),
-            None => format!("upstream {upstream} failed: {}", describe_chain(error)),
+        let line = match error {
+            UpstreamError::Connect(cause) => format!("upstream {upstream} unreachable: {cause}"),
+            UpstreamError::Http(_) => format!("upstream {upstream} failed: {}", error.describe()),
         };
         tracing::warn!("{line}");
         message(StatusCode::BAD_GATEWAY, line + "\n")
     }
+}
+
+/// `/path?query` of an absolute URI, for a request that goes straight to the upstream.
+fn origin_form(target: Uri) -> Uri {
+    target.path_and_query().cloned().map_or(target, Uri::from)
 }
 
 /// A short text/plain answer of the proxy's own.
@@ -191,26 +207,4 @@ fn message(status: StatusCode, text: String) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-/// The causes of `error`, outermost first.
-fn causes<'a>(
-    error: &'a legacy::Error,
-) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    std::iter::successors(error.source(), |&cause| cause.source())
-}
-
-/// The first error of type `E` in `error`'s chain of causes.
-fn find_cause<E: std::error::Error + 'static>(error: &legacy::Error) -> Option<&E> {
-    causes(error).find_map(|cause| cause.downcast_ref::<E>())
-}
-
-/// The causes below the client's own "client error (...)" wrapper, joined with ": ".
-fn describe_chain(error: &legacy::Error) -> String {
-    let causes: Vec<String> = causes(error).map(ToString::to_string).collect();
-    if causes.is_empty() {
-        error.to_string()
-    } else {
-        causes.join(": ")
-    }
 }

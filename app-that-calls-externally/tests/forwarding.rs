@@ -1,8 +1,10 @@
 //! What a caller relies on when the upstream answers: status, headers and body pass through
-//! unchanged; method, path, query, headers and body reach the upstream; one pooled connection.
+//! unchanged; method, path, query, headers and body reach the upstream; upstream connections
+//! are reused, within a client connection and across them.
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -392,4 +394,37 @@ async fn stops_cleanly_when_idle() {
     let proxy = start(&config(&upstream.url("/"))).await;
     get(proxy.proxy, "/").await;
     assert_eq!(proxy.stop().await, demo_common::server::Drain::Complete);
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_after_every_answer_still_serves_every_request() {
+    // Keep-alive by the protocol, closed by the upstream after each answer all the same: the
+    // client's connection must not inherit the dead upstream connection.
+    let opened = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&opened);
+    let upstream = raw_upstream(move |mut stream| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            write(
+                &mut stream,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n",
+            )
+            .await;
+        }
+    })
+    .await;
+    let proxy = start(&config(&format!("http://{upstream}/"))).await;
+
+    let mut client = Client::connect(proxy.proxy).await;
+    for _ in 0..5 {
+        let (status, _, body) = client
+            .fetch(request("GET", "/").body(full("")).unwrap())
+            .await;
+        assert_eq!((status, text(&body)), (StatusCode::OK, "ok\n"));
+    }
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        5,
+        "one upstream connection per answer"
+    );
 }

@@ -134,6 +134,28 @@ impl Server {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.serve_connections(move |_peer| service.clone(), shutdown)
+            .await
+    }
+
+    /// Like [`Server::serve`], with a service of its own for each connection, made by
+    /// `make_service` from the peer address: for state that lives as long as the connection.
+    pub async fn serve_connections<M, S, B>(
+        self,
+        mut make_service: M,
+        shutdown: impl Future<Output = ()>,
+    ) -> Drain
+    where
+        M: FnMut(SocketAddr) -> S,
+        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let Server {
             listener,
             tls,
@@ -163,12 +185,10 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let service = service
-                .clone()
-                .map_request(move |mut request: Request<Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    request
-                });
+            let service = make_service(peer).map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
             let watcher = graceful.watcher();
             let http = Arc::clone(&http);
             let tls = tls.clone();
