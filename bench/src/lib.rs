@@ -8,6 +8,7 @@ pub mod nginx;
 pub mod probe;
 pub mod procs;
 pub mod recorder;
+pub mod relay;
 pub mod report;
 pub mod run;
 pub mod schedule;

@@ -40,6 +40,8 @@ pub enum Program {
     Proxy,
     NginxProxyPool,
     NginxProxyPerRequest,
+    /// Not a contender: the floor of the proxy comparison (`relay.rs`).
+    ByteRelay,
 }
 
 impl Program {
@@ -50,6 +52,7 @@ impl Program {
             Program::Proxy => "app-that-calls-externally",
             Program::NginxProxyPool => "nginx proxy_pass pool",
             Program::NginxProxyPerRequest => "nginx proxy_pass older demo",
+            Program::ByteRelay => "byte relay (no HTTP)",
         }
     }
 
@@ -67,7 +70,10 @@ impl Program {
     fn needs_upstream(self) -> bool {
         matches!(
             self,
-            Program::Proxy | Program::NginxProxyPool | Program::NginxProxyPerRequest
+            Program::Proxy
+                | Program::NginxProxyPool
+                | Program::NginxProxyPerRequest
+                | Program::ByteRelay
         )
     }
 }
@@ -77,6 +83,13 @@ const PROXY_CONTENDERS: [Program; 3] = [
     Program::Proxy,
     Program::NginxProxyPool,
     Program::NginxProxyPerRequest,
+];
+/// The proxy comparison: the contenders, then the byte relay as the floor.
+const PROXY_COMPARISON: [Program; 4] = [
+    Program::Proxy,
+    Program::NginxProxyPool,
+    Program::NginxProxyPerRequest,
+    Program::ByteRelay,
 ];
 
 /// A started program that has answered once.
@@ -234,7 +247,7 @@ impl Bench {
         let upstream = self.launch(Program::HelloCf, None, &self.config.server_cpus.clone())?;
         let comparison = self.compare(
             "app-that-calls-externally vs nginx proxy_pass, in front of one hello-cf",
-            &PROXY_CONTENDERS,
+            &PROXY_COMPARISON,
             Some(upstream.addr),
         )?;
         self.report.comparisons.push((comparison, PROXY_TARGET));
@@ -285,6 +298,9 @@ impl Bench {
             }
         }
         for (contender, series) in contenders.iter_mut().zip(&series) {
+            if contender.program == Program::ByteRelay {
+                continue;
+            }
             let usage = procs::tree_usage(contender.running.pid())?;
             let footprint = self.report.footprint(contender.program.label());
             footprint.hwm_kib = Some(usage.hwm_kib);
@@ -421,6 +437,12 @@ impl Bench {
                 command
                     .env("UPSTREAM_URL", format!("http://{upstream}/"))
                     .env("ADMIN_PORT", procs::free_port()?.to_string());
+                command
+            }
+            Program::ByteRelay => {
+                let upstream = upstream.context("the relay needs an upstream")?;
+                let mut command = procs::command(&self.config.bin_dir.join("byte-relay"), cpus);
+                command.env("UPSTREAM", upstream.to_string());
                 command
             }
             _ => bail!("{} is not one of the demo's programs", program.label()),
@@ -599,12 +621,18 @@ impl Bench {
 /// Checks what the flags name but clap cannot: the binaries in `--bin-dir`, the CPU lists
 /// (taskset must accept them), nginx and wrk. Returns the one-line error for exit code 2.
 pub fn check_config(config: &Config) -> Result<(), String> {
-    for binary in ["hello-cf", "app-that-calls-externally", "traffic"] {
+    let binaries = [
+        ("hello-cf", "hello-cf"),
+        ("app-that-calls-externally", "app-that-calls-externally"),
+        ("traffic", "traffic"),
+        ("byte-relay", "bench-tools"),
+    ];
+    for (binary, package) in binaries {
         let path = config.bin_dir.join(binary);
         if !path.is_file() {
             return Err(format!(
                 "invalid value '{}' for --bin-dir (env BENCH_BIN_DIR): no {binary} in it \
-                 (cargo build --release -p {binary})",
+                 (cargo build --release -p {package})",
                 config.bin_dir.display()
             ));
         }
@@ -785,9 +813,28 @@ mod tests {
     }
 
     #[test]
-    fn a_cpu_the_machine_lacks_is_a_config_error() {
+    fn a_bin_dir_without_the_relay_names_the_package_that_builds_it() {
         let dir = tempfile::tempdir().expect("temp dir");
         for binary in ["hello-cf", "app-that-calls-externally", "traffic"] {
+            fs::write(dir.path().join(binary), "").expect("stand-in binary");
+        }
+        let bin_dir = dir.path().to_str().expect("UTF-8 path");
+        let line = check_config(&config(&["--bin-dir", bin_dir])).expect_err("no relay");
+        assert!(
+            line.contains("no byte-relay") && line.contains("-p bench-tools"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_cpu_the_machine_lacks_is_a_config_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for binary in [
+            "hello-cf",
+            "app-that-calls-externally",
+            "traffic",
+            "byte-relay",
+        ] {
             fs::write(dir.path().join(binary), "").expect("stand-in binary");
         }
         let bin_dir = dir.path().to_str().expect("UTF-8 path");

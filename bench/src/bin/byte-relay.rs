@@ -1,0 +1,47 @@
+//! `byte-relay`: the proxy comparison's floor (see `bench_tools::relay`), as its own process so
+//! the bench pins and measures it like every other contender.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Relays each connection's bytes to one upstream without looking at them.
+#[derive(Debug, Parser)]
+#[command(name = "byte-relay", version, about, long_about = None)]
+struct Config {
+    /// Port to listen on.
+    #[arg(long, env = "PORT")]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "BIND_ADDRESS", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind_address: IpAddr,
+    /// Where every connection is relayed to, as host:port.
+    #[arg(long, env = "UPSTREAM")]
+    upstream: SocketAddr,
+}
+
+fn main() -> ExitCode {
+    let config: Config = demo_common::cli::parse_or_exit();
+    demo_common::logging::init(demo_common::logging::LogFormat::Text, "info");
+    let runtime = match demo_common::runtime::for_available_cpus() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let address = SocketAddr::new(config.bind_address, config.port);
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => {
+                bench_tools::relay::serve(listener, config.upstream).await;
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!(%address, %error, "cannot listen");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
