@@ -1,8 +1,8 @@
 //! hello-cf over real loopback sockets: the greeting byte for byte, health, 404, HTTPS, the
 //! binary's configuration errors and its shutdown.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -150,14 +150,6 @@ async fn serves_https_with_a_given_certificate() {
     assert!(plain.is_err() || plain.unwrap().status() != 200);
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs the binary with only the given environment (plus PATH) and returns (code, stderr).
 fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut command = Command::new(BIN);
@@ -240,33 +232,51 @@ impl Drop for Running {
     }
 }
 
-fn wait_until_answering(address: SocketAddr, deadline: Duration) {
-    let start = Instant::now();
-    while TcpStream::connect(address).is_err() {
-        assert!(
-            start.elapsed() < deadline,
-            "hello-cf did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The address from the binary's "hello-cf listening" log line (text format), read from its
+/// stderr within `deadline`; stderr is drained in the background afterwards.
+fn listening_address(child: &mut Child, deadline: Duration) -> SocketAddr {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("hello-cf listening") {
+                let field = line
+                    .split_whitespace()
+                    .find_map(|word| word.strip_prefix("address="))
+                    .map(str::to_owned);
+                let _ = found.send(field);
+            }
+        }
+    });
+    address
+        .recv_timeout(deadline)
+        .expect("hello-cf did not log its listening line")
+        .expect("the listening line names the address")
+        .parse()
+        .expect("a socket address")
 }
 
 #[test]
-fn binary_binds_port_from_env_and_drains_on_sigterm() {
-    let port = free_port();
+fn binary_serves_where_the_environment_says_and_drains_on_sigterm() {
+    // Port 0 from the environment: the OS picks a free one and the log line names it, so no
+    // other test can take the port between choosing and binding it.
     let child = Command::new(BIN)
         .env_clear()
-        .env("PORT", port.to_string())
+        .env("PORT", "0")
+        .env("BIND_ADDRESS", "127.0.0.1")
         .env("HELLO_VERSION", "v2")
         .env("DRAIN_TIMEOUT", "5s")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut child = Running(child);
-    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    wait_until_answering(address, Duration::from_secs(20));
+    let address = listening_address(&mut child.0, Duration::from_secs(20));
+    assert!(
+        address.ip().is_loopback(),
+        "BIND_ADDRESS honoured: {address}"
+    );
 
     let response = raw_request(
         address,
