@@ -98,11 +98,11 @@ impl Upstreams {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A parked connection that is still open, the most recently parked first.
+    /// A parked connection that is open and idle, the most recently parked first.
     fn unpark(&self) -> Option<Sender> {
         let mut idle = self.lock_idle();
         while let Some((sender, since)) = idle.parked.pop() {
-            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+            if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
                 return Some(sender);
             }
         }
@@ -110,7 +110,9 @@ impl Upstreams {
     }
 
     fn park(self: &Arc<Self>, sender: Sender) {
-        if sender.is_closed() {
+        // Closed, or still busy with a response the client left before it ended (a stalled
+        // body, say): not worth keeping, and never to be handed to another client.
+        if !sender.is_ready() {
             return;
         }
         // Without a runtime (the process is ending) nobody could close it later: drop it now.

@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -166,4 +168,65 @@ async fn connect_requests_are_refused() {
     let (status, _, _) = Client::connect(proxy.proxy).await.fetch(request).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(upstream.connections(), 0);
+}
+
+#[tokio::test]
+async fn after_a_stalled_body_is_cut_the_next_clients_are_served_at_once() {
+    // The first upstream connection stalls mid-body; every later one answers at once.
+    let opened = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&opened);
+    let upstream = raw_upstream(move |mut stream| {
+        let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            if first {
+                write(
+                    &mut stream,
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst bytes",
+                )
+                .await;
+                let _ = read_head(&mut stream).await;
+            } else {
+                // Keep-alive: answer every request on the connection.
+                loop {
+                    write(
+                        &mut stream,
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n",
+                    )
+                    .await;
+                    if read_head(&mut stream).await.is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let proxy = start(&config_with_timeout(
+        &format!("http://{upstream}/"),
+        "300ms",
+    ))
+    .await;
+
+    // The first client gets the head, then the proxy cuts the stalled body and closes.
+    let mut first = Client::connect(proxy.proxy).await;
+    let response = first
+        .send(request("GET", "/").body(full("")).unwrap())
+        .await;
+    let cut = within("stalled body", response.into_body().collect()).await;
+    assert!(cut.is_err(), "the first body must be cut, got {cut:?}");
+    drop(first);
+
+    // Later clients must not wait on the stalled connection (they would get a 504).
+    for _ in 0..3 {
+        let mut client = Client::connect(proxy.proxy).await;
+        let (status, _, body) = client
+            .fetch(request("GET", "/").body(full("")).unwrap())
+            .await;
+        assert_eq!((status, text(&body)), (StatusCode::OK, "ok\n"));
+    }
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        2,
+        "one stalled connection, then one reused by the later clients"
+    );
 }
