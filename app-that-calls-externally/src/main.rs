@@ -9,13 +9,7 @@ fn main() -> ExitCode {
         config_error_exit(&message);
     }
     demo_common::logging::init(config.log_format, "info");
-    match demo_common::runtime::for_available_cpus() {
-        Ok(runtime) => runtime.block_on(serve(config)),
-        Err(error) => {
-            tracing::error!(%error, "cannot start the async runtime");
-            ExitCode::FAILURE
-        }
-    }
+    demo_common::runtime::block_on(serve(config))
 }
 
 async fn serve(config: Config) -> ExitCode {

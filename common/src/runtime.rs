@@ -1,7 +1,9 @@
 //! The async runtime every program runs on, sized to the CPUs the process may use.
 
+use std::future::Future;
 use std::io;
 use std::num::NonZeroUsize;
+use std::process::ExitCode;
 
 use tokio::runtime::{Builder, Runtime};
 
@@ -20,6 +22,18 @@ pub fn for_available_cpus() -> io::Result<Runtime> {
         Builder::new_current_thread().enable_all().build()
     } else {
         Builder::new_multi_thread().enable_all().build()
+    }
+}
+
+/// Runs a program's `main` future to its exit code on [`for_available_cpus`]; a runtime that
+/// cannot start is logged and exits 1.
+pub fn block_on(main: impl Future<Output = ExitCode>) -> ExitCode {
+    match for_available_cpus() {
+        Ok(runtime) => runtime.block_on(main),
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -5,13 +5,7 @@ use hello_cf::{Config, HelloServer};
 fn main() -> ExitCode {
     let config: Config = demo_common::cli::parse_or_exit();
     demo_common::logging::init(config.log_format, "info");
-    match demo_common::runtime::for_available_cpus() {
-        Ok(runtime) => runtime.block_on(serve(config)),
-        Err(error) => {
-            tracing::error!(%error, "cannot start the async runtime");
-            ExitCode::FAILURE
-        }
-    }
+    demo_common::runtime::block_on(serve(config))
 }
 
 async fn serve(config: Config) -> ExitCode {

@@ -3,21 +3,20 @@
 use std::process::ExitCode;
 
 use demo_common::{cli, logging, shutdown};
-use traffic::{Config, RunError};
+use traffic::{Config, Report, RunError};
 
 fn main() -> ExitCode {
     let config: Config = cli::parse_or_exit();
     logging::init(config.log_format, "info");
-    let runtime = match demo_common::runtime::for_available_cpus() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
     // The signal handlers need the runtime, so they are installed inside it.
-    let result = runtime
-        .block_on(async { traffic::run(&config, tokio::io::stdout(), shutdown::signal()).await });
+    demo_common::runtime::block_on(async {
+        let result = traffic::run(&config, tokio::io::stdout(), shutdown::signal()).await;
+        exit_code(result)
+    })
+}
+
+/// A finished run exits 0, as does a reader closing stdout; a failed one says why and exits 1.
+fn exit_code(result: Result<Report, RunError>) -> ExitCode {
     match result {
         Ok(_) => ExitCode::SUCCESS,
         // `traffic | head` closing the pipe is a normal way to stop reading.

@@ -24,14 +24,7 @@ struct Config {
 fn main() -> ExitCode {
     let config: Config = demo_common::cli::parse_or_exit();
     demo_common::logging::init(demo_common::logging::LogFormat::Text, "info");
-    let runtime = match demo_common::runtime::for_available_cpus() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
+    demo_common::runtime::block_on(async {
         let address = SocketAddr::new(config.bind_address, config.port);
         match tokio::net::TcpListener::bind(address).await {
             Ok(listener) => {
