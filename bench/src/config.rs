@@ -69,6 +69,12 @@ pub struct Config {
     #[arg(long, env = "BENCH_UPSTREAM_DELAY", default_value = "10ms", value_parser = parse_duration)]
     pub upstream_delay: Duration,
 
+    /// Another build of app-that-calls-externally to load next to this one in the proxy
+    /// comparison (for example the previous commit's, copied aside), so the table shows what
+    /// a change bought, measured in the same run.
+    #[arg(long, env = "BENCH_BASELINE_PROXY")]
+    pub baseline_proxy: Option<PathBuf>,
+
     /// Parts to run, comma-separated.
     #[arg(
         long,

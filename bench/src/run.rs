@@ -42,6 +42,8 @@ pub enum Program {
     NginxProxyPerRequest,
     /// Not a contender: the floor of the proxy comparison (`relay.rs`).
     ByteRelay,
+    /// Not a contender: another build of the proxy (`--baseline-proxy`).
+    BaselineProxy,
 }
 
 impl Program {
@@ -53,6 +55,7 @@ impl Program {
             Program::NginxProxyPool => "nginx proxy_pass pool",
             Program::NginxProxyPerRequest => "nginx proxy_pass older demo",
             Program::ByteRelay => "byte relay (no HTTP)",
+            Program::BaselineProxy => "baseline build",
         }
     }
 
@@ -74,6 +77,7 @@ impl Program {
                 | Program::NginxProxyPool
                 | Program::NginxProxyPerRequest
                 | Program::ByteRelay
+                | Program::BaselineProxy
         )
     }
 }
@@ -245,9 +249,13 @@ impl Bench {
     fn proxy_comparison(&mut self) -> anyhow::Result<()> {
         tracing::info!("proxy vs nginx proxy_pass");
         let upstream = self.launch(Program::HelloCf, None, &self.config.server_cpus.clone())?;
+        let mut programs = PROXY_COMPARISON.to_vec();
+        if self.config.baseline_proxy.is_some() {
+            programs.push(Program::BaselineProxy);
+        }
         let comparison = self.compare(
             "app-that-calls-externally vs nginx proxy_pass, in front of one hello-cf",
-            &PROXY_COMPARISON,
+            &programs,
             Some(upstream.addr),
         )?;
         self.report.comparisons.push((comparison, PROXY_TARGET));
@@ -298,7 +306,10 @@ impl Bench {
             }
         }
         for (contender, series) in contenders.iter_mut().zip(&series) {
-            if contender.program == Program::ByteRelay {
+            if matches!(
+                contender.program,
+                Program::ByteRelay | Program::BaselineProxy
+            ) {
                 continue;
             }
             let usage = procs::tree_usage(contender.running.pid())?;
@@ -430,10 +441,13 @@ impl Bench {
                 command.env("HELLO_VERSION", "v1");
                 command
             }
-            Program::Proxy => {
+            Program::Proxy | Program::BaselineProxy => {
                 let upstream = upstream.context("the proxy needs an upstream")?;
-                let mut command =
-                    procs::command(&self.config.bin_dir.join("app-that-calls-externally"), cpus);
+                let binary = match (&self.config.baseline_proxy, program) {
+                    (Some(baseline), Program::BaselineProxy) => baseline.clone(),
+                    _ => self.config.bin_dir.join("app-that-calls-externally"),
+                };
+                let mut command = procs::command(&binary, cpus);
                 command
                     .env("UPSTREAM_URL", format!("http://{upstream}/"))
                     .env("ADMIN_PORT", procs::free_port()?.to_string());
@@ -637,6 +651,14 @@ pub fn check_config(config: &Config) -> Result<(), String> {
             ));
         }
     }
+    if let Some(baseline) = &config.baseline_proxy
+        && !baseline.is_file()
+    {
+        return Err(format!(
+            "invalid value '{}' for --baseline-proxy (env BENCH_BASELINE_PROXY): no such file",
+            baseline.display()
+        ));
+    }
     let pins = [
         ("--server-cpus", "BENCH_SERVER_CPUS", &config.server_cpus),
         ("--load-cpus", "BENCH_LOAD_CPUS", &config.load_cpus),
@@ -822,6 +844,33 @@ mod tests {
         let line = check_config(&config(&["--bin-dir", bin_dir])).expect_err("no relay");
         assert!(
             line.contains("no byte-relay") && line.contains("-p bench-tools"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_missing_baseline_proxy_is_a_config_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for binary in [
+            "hello-cf",
+            "app-that-calls-externally",
+            "traffic",
+            "byte-relay",
+        ] {
+            fs::write(dir.path().join(binary), "").expect("stand-in binary");
+        }
+        let bin_dir = dir.path().to_str().expect("UTF-8 path");
+        let missing = dir.path().join("old-proxy");
+        let missing = missing.to_str().expect("UTF-8 path");
+        let line = check_config(&config(&[
+            "--bin-dir",
+            bin_dir,
+            "--baseline-proxy",
+            missing,
+        ]))
+        .expect_err("no such file");
+        assert!(
+            line.contains("--baseline-proxy (env BENCH_BASELINE_PROXY)"),
             "{line}"
         );
     }
