@@ -109,21 +109,38 @@ impl Upstreams {
         None
     }
 
-    fn park(self: &Arc<Self>, sender: Sender) {
-        // Closed, or still busy with a response the client left before it ended (a stalled
-        // body, say): not worth keeping, and never to be handed to another client.
-        if !sender.is_ready() {
+    fn park(self: &Arc<Self>, mut sender: Sender) {
+        if sender.is_closed() {
             return;
         }
         // Without a runtime (the process is ending) nobody could close it later: drop it now.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        if sender.is_ready() {
+            self.park_idle(sender);
+            return;
+        }
+        // Still reading the end of a response (its client may have left mid-body): parked once
+        // that is through, never handed to another client before; dropped if it takes longer
+        // than a parked connection may live.
+        let upstreams = Arc::downgrade(self);
+        runtime.spawn(async move {
+            if let Ok(Ok(())) = tokio::time::timeout(IDLE_TIMEOUT, sender.ready()).await
+                && let Some(upstreams) = upstreams.upgrade()
+            {
+                upstreams.park_idle(sender);
+            }
+        });
+    }
+
+    /// Parks an idle connection; runs inside the runtime.
+    fn park_idle(self: &Arc<Self>, sender: Sender) {
         let mut idle = self.lock_idle();
         idle.parked.push((sender, Instant::now()));
         if !idle.sweeping {
             idle.sweeping = true;
-            runtime.spawn(sweep(Arc::downgrade(self)));
+            tokio::spawn(sweep(Arc::downgrade(self)));
         }
     }
 
