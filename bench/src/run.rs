@@ -834,14 +834,31 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_bin_dir_without_the_relay_names_the_package_that_builds_it() {
+    /// The four programs every run needs.
+    const PROGRAMS: [&str; 4] = [
+        "hello-cf",
+        "app-that-calls-externally",
+        "traffic",
+        "byte-relay",
+    ];
+
+    /// A bin dir holding empty stand-ins for `binaries`.
+    fn bin_dir_with(binaries: &[&str]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("temp dir");
-        for binary in ["hello-cf", "app-that-calls-externally", "traffic"] {
+        for binary in binaries {
             fs::write(dir.path().join(binary), "").expect("stand-in binary");
         }
-        let bin_dir = dir.path().to_str().expect("UTF-8 path");
-        let line = check_config(&config(&["--bin-dir", bin_dir])).expect_err("no relay");
+        dir
+    }
+
+    fn path(dir: &Path) -> &str {
+        dir.to_str().expect("UTF-8 path")
+    }
+
+    #[test]
+    fn a_bin_dir_without_the_relay_names_the_package_that_builds_it() {
+        let dir = bin_dir_with(&PROGRAMS[..3]);
+        let line = check_config(&config(&["--bin-dir", path(dir.path())])).expect_err("no relay");
         assert!(
             line.contains("no byte-relay") && line.contains("-p bench-tools"),
             "{line}"
@@ -850,25 +867,15 @@ mod tests {
 
     #[test]
     fn a_missing_baseline_proxy_is_a_config_error() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        for binary in [
-            "hello-cf",
-            "app-that-calls-externally",
-            "traffic",
-            "byte-relay",
-        ] {
-            fs::write(dir.path().join(binary), "").expect("stand-in binary");
-        }
-        let bin_dir = dir.path().to_str().expect("UTF-8 path");
+        let dir = bin_dir_with(&PROGRAMS);
         let missing = dir.path().join("old-proxy");
-        let missing = missing.to_str().expect("UTF-8 path");
-        let line = check_config(&config(&[
+        let args = [
             "--bin-dir",
-            bin_dir,
+            path(dir.path()),
             "--baseline-proxy",
-            missing,
-        ]))
-        .expect_err("no such file");
+            path(&missing),
+        ];
+        let line = check_config(&config(&args)).expect_err("no such file");
         assert!(
             line.contains("--baseline-proxy (env BENCH_BASELINE_PROXY)"),
             "{line}"
@@ -877,18 +884,9 @@ mod tests {
 
     #[test]
     fn a_cpu_the_machine_lacks_is_a_config_error() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        for binary in [
-            "hello-cf",
-            "app-that-calls-externally",
-            "traffic",
-            "byte-relay",
-        ] {
-            fs::write(dir.path().join(binary), "").expect("stand-in binary");
-        }
-        let bin_dir = dir.path().to_str().expect("UTF-8 path");
-        let line = check_config(&config(&["--bin-dir", bin_dir, "--server-cpus", "4095"]))
-            .expect_err("no CPU 4095");
+        let dir = bin_dir_with(&PROGRAMS);
+        let args = ["--bin-dir", path(dir.path()), "--server-cpus", "4095"];
+        let line = check_config(&config(&args)).expect_err("no CPU 4095");
         assert!(line.contains("'4095' for --server-cpus"), "{line}");
     }
 }
