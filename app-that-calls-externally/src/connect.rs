@@ -267,8 +267,7 @@ pub(crate) fn describe_io(error: &io::Error) -> String {
 }
 
 /// Opens new upstream connections along the configured route.
-#[derive(Clone)]
-pub(crate) struct Connector(Arc<ConnectorInner>);
+pub(crate) struct Connector(ConnectorInner);
 
 struct ConnectorInner {
     upstream: Endpoint,
@@ -294,7 +293,7 @@ impl Connector {
         } else {
             None
         };
-        Ok(Self(Arc::new(ConnectorInner {
+        Ok(Self(ConnectorInner {
             upstream: Endpoint {
                 host: upstream.host().to_owned(),
                 port: upstream.port(),
@@ -302,7 +301,7 @@ impl Connector {
             connect_target: upstream.connect_target(),
             route,
             tls,
-        })))
+        }))
     }
 }
 

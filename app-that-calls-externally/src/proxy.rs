@@ -81,12 +81,6 @@ impl Proxy {
         })
     }
 
-    /// Upstream connections parked by ended client connections (for tests).
-    #[doc(hidden)]
-    pub fn parked_upstream_connections(&self) -> usize {
-        self.shared.upstreams.parked()
-    }
-
     /// Forwards one request and returns the upstream's answer, or the proxy's own 4xx/5xx.
     async fn forward(
         &self,

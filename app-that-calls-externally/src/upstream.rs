@@ -89,11 +89,6 @@ impl Upstreams {
         }))
     }
 
-    /// How many connections are parked (for tests).
-    pub(crate) fn parked(&self) -> usize {
-        self.lock_idle().parked.len()
-    }
-
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Idle> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
