@@ -21,7 +21,10 @@ import pydantic
 # release the configuration targets, supports Kubernetes 1.27 and later. The
 # tests also run against the newest schemas kubernetes-validate ships.
 OLDEST_KUBERNETES = "1.27"
-ISTIO_MODULES = {"networking.istio.io/v1": "cloudcoil.models.istio.networking.v1"}
+ISTIO_MODULES = {
+    "networking.istio.io/v1": "cloudcoil.models.istio.networking.v1",
+    "security.istio.io/v1": "cloudcoil.models.istio.security.v1",
+}
 
 
 def newest_kubernetes() -> str:

@@ -10,7 +10,10 @@ import pytest
 import manifests
 import schemas
 
-DOCS = [(path.name, i, doc) for path in manifests.manifest_files() for i, doc in enumerate(manifests.load_file(path))]
+FILES = manifests.manifest_files() + manifests.pattern_files()
+DOCS = [
+    (str(path.relative_to(manifests.K8S_DIR)), i, doc) for path in FILES for i, doc in enumerate(manifests.load_file(path))
+]
 VERSIONS = [schemas.OLDEST_KUBERNETES, schemas.newest_kubernetes()]
 
 
@@ -45,13 +48,32 @@ def test_document_is_named_and_typed(entry):
 
 def test_istio_resources_use_the_v1_api():
     istio = [doc for _, _, doc in DOCS if ".istio.io/" in doc["apiVersion"]]
-    assert istio and all(doc["apiVersion"] == "networking.istio.io/v1" for doc in istio)
+    assert istio and all(doc["apiVersion"] in manifests.ISTIO_API_VERSIONS for doc in istio)
+    assert {doc["apiVersion"] for doc in istio} == manifests.ISTIO_API_VERSIONS
 
 
-def test_all_istio_resources_are_in_istio_yml():
+def test_all_istio_resources_are_in_istio_yml_or_a_pattern():
     for name, _, doc in DOCS:
         if ".istio.io/" in doc["apiVersion"]:
-            assert name == "istio.yml", f"{manifests.ref(doc)} is in {name}"
+            assert name == "istio.yml" or name.startswith("patterns/"), f"{manifests.ref(doc)} is in {name}"
+
+
+@pytest.mark.parametrize("pattern", manifests.pattern_files(), ids=lambda p: p.name)
+def test_pattern_holds_only_resources_istio_yml_names(pattern):
+    """`kubectl apply -f k8s/istio.yml` must switch back: it can only replace what it names."""
+    base = {manifests.identity(doc) for doc in manifests.load_file(manifests.K8S_DIR / "istio.yml")}
+    docs = manifests.load_file(pattern)
+    assert docs
+    for doc in docs:
+        assert manifests.identity(doc) in base, f"{pattern.name}: {manifests.ref(doc)} is not in istio.yml"
+    assert len({manifests.identity(doc) for doc in docs}) == len(docs), f"{pattern.name}: an object twice"
+
+
+def test_authorization_policy_schema_rejects_unknown_field():
+    doc = the("AuthorizationPolicy", "hello-external-egress")
+    assert schemas.validate(doc, schemas.OLDEST_KUBERNETES) == []
+    doc["spec"]["rules"][0]["from"][0]["source"]["principal"] = ["x"]
+    assert any("principal: unknown field" in p for p in schemas.validate(doc, schemas.OLDEST_KUBERNETES))
 
 
 def test_duplicate_keys_are_rejected():
