@@ -3,15 +3,17 @@
 #
 #   k8s/set-cf-hosts.sh <v1-host> <v2-host>
 #
-# The hostnames appear only in k8s/istio.yml (ServiceEntry hello-cf, the
-# gateway-bound VirtualService with its Host headers, and the TLS
-# DestinationRules with their sni). This script reads the current pair from the
-# ServiceEntry and rewrites every occurrence, so the file stays consistent.
-# ISTIO_FILE overrides the file to edit (default: istio.yml next to this script).
+# The hostnames appear only in k8s/istio.yml and the pattern files k8s/patterns/*.yml
+# (ServiceEntry hello-cf, the gateway-bound VirtualService's destinations and Host
+# headers, the TLS DestinationRules' hosts, sni and subjectAltNames). This script reads
+# the current pair from the ServiceEntry in istio.yml and rewrites every whole-name
+# occurrence in all of those files, so they stay consistent with each other.
+# K8S_DIR overrides the directory to edit (default: the one holding this script).
 set -euo pipefail
 
 prog=${0##*/}
-istio_file=${ISTIO_FILE:-"$(cd "$(dirname "$0")" && pwd)/istio.yml"}
+k8s_dir=${K8S_DIR:-"$(cd "$(dirname "$0")" && pwd)"}
+istio_file=$k8s_dir/istio.yml
 
 usage="usage: $prog <v1-host> <v2-host>"
 
@@ -27,7 +29,7 @@ valid_host() {
 
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
     echo "$usage"
-    echo "Sets the Cloud Foundry hostnames of the v1 and v2 routes in ${istio_file}."
+    echo "Sets the Cloud Foundry hostnames of the v1 and v2 routes in ${istio_file} and ${k8s_dir}/patterns/*.yml."
     exit 0
 fi
 [[ $# -eq 2 ]] || usage_error "expected 2 hostnames, got $#"
@@ -62,21 +64,35 @@ boundary_re() {
     local escaped=${1//./\\.}
     printf '(^|[^A-Za-z0-9.-])%s($|[^A-Za-z0-9.-])' "$escaped"
 }
-count() { grep -cE "$(boundary_re "$1")" "$istio_file" || true; }
+count() { grep -cE "$(boundary_re "$1")" "$2" || true; }
 
-old_v1_count=$(count "$old_v1")
-old_v2_count=$(count "$old_v2")
+files=("$istio_file")
+shopt -s nullglob
+files+=("$k8s_dir"/patterns/*.yml)
+shopt -u nullglob
 
-# Through placeholders, so that swapping the two names works too.
-tmp=$(mktemp "${istio_file}.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
-sed -E \
-    -e "s/$(boundary_re "$old_v1")/\\1@@CF_V1_HOST@@\\2/g" \
-    -e "s/$(boundary_re "$old_v2")/\\1@@CF_V2_HOST@@\\2/g" \
-    "$istio_file" |
-    sed -e "s/@@CF_V1_HOST@@/$new_v1/g" -e "s/@@CF_V2_HOST@@/$new_v2/g" >"$tmp"
-cat "$tmp" >"$istio_file"
+# Every file is rewritten into a temporary copy first; the originals change only once
+# all copies exist. Through placeholders, so that swapping the two names works too.
+declare -A rewritten=()
+cleanup() { local tmp; for tmp in "${rewritten[@]}"; do rm -f "$tmp"; done; }
+trap cleanup EXIT
+total_v1=0
+total_v2=0
+for file in "${files[@]}"; do
+    total_v1=$((total_v1 + $(count "$old_v1" "$file")))
+    total_v2=$((total_v2 + $(count "$old_v2" "$file")))
+    tmp=$(mktemp "${file}.XXXXXX")
+    rewritten[$file]=$tmp
+    sed -E \
+        -e "s/$(boundary_re "$old_v1")/\\1@@CF_V1_HOST@@\\2/g" \
+        -e "s/$(boundary_re "$old_v2")/\\1@@CF_V2_HOST@@\\2/g" \
+        "$file" |
+        sed -e "s/@@CF_V1_HOST@@/$new_v1/g" -e "s/@@CF_V2_HOST@@/$new_v2/g" >"$tmp"
+done
+for file in "${files[@]}"; do
+    cat "${rewritten[$file]}" >"$file"
+done
 
-echo "${istio_file}: v1 $old_v1 -> $new_v1 ($old_v1_count lines)"
-echo "${istio_file}: v2 $old_v2 -> $new_v2 ($old_v2_count lines)"
+echo "v1 $old_v1 -> $new_v1 ($total_v1 lines), v2 $old_v2 -> $new_v2 ($total_v2 lines) in ${#files[@]} files:"
+printf '  %s\n' "${files[@]}"
 echo "Apply with: kubectl apply -f k8s/istio.yml"
