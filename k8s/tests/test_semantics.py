@@ -136,6 +136,10 @@ def gateway_other_host(docs):
     get(docs, "Gateway", "hello-external-egress")["spec"]["servers"][0]["hosts"] = ["hello.internal"]
 
 
+def split_matches_unserved_port(docs):
+    split(docs)["spec"]["http"][0]["match"] = [{"port": 443}]
+
+
 def gateway_wrong_selector(docs):
     get(docs, "Gateway", "hello-external-egress")["spec"]["selector"] = {"istio": "ingressgateway"}
 
@@ -497,6 +501,7 @@ NEGATIVES = [
     ("gateway_binding", wrong_gateway_name, "gateway istio-egressgateway not found"),
     ("gateway_binding", gateway_other_host, "is not served by"),
     ("gateway_binding", gateway_wrong_selector, "selector"),
+    ("gateway_binding", split_matches_unserved_port, "matches port 443"),
     ("subsets", missing_subset, "subset hello-external"),
     ("subsets", subset_rule_in_gateway_namespace, "defined by no DestinationRule proxies in egress-demo get"),
     ("gateway_hop_mtls", subset_without_tls, "TLS mode is None, not ISTIO_MUTUAL"),
