@@ -626,3 +626,48 @@ def test_readme_names_the_policy_numbers(docs):
     for text in [route["timeout"], str(route["fault"]["abort"]["httpStatus"]), "/".join(weights)]:
         assert text in readme, f"k8s/README.md does not mention {text}"
 
+
+
+# ------------------------------------------------------------------ negative, on patterns
+
+
+def drop_copies_server(docs):
+    servers = get(docs, "Gateway", "hello-external-egress")["spec"]["servers"]
+    servers[:] = [s for s in servers if s["port"]["number"] != 443]
+
+
+def authz_without_shadow_host(docs):
+    authz(docs)["spec"]["rules"][0]["to"][0]["operation"]["hosts"] = [m.STABLE_HOST]
+
+
+def subset_without_copies_port(docs):
+    settings = gateway_subset(docs)["trafficPolicy"]["portLevelSettings"]
+    settings[:] = [s for s in settings if s["port"]["number"] != 443]
+
+
+def pool_rule_without_san(docs):
+    del cf_tls(docs, "hello-istio-v2-tls")["subjectAltNames"]
+
+
+def canary_without_host_header(docs):
+    del split(docs)["spec"]["http"][0]["route"][0]["headers"]
+
+
+PATTERN_NEGATIVES = [
+    ("patterns/mirroring.yml", "gateway_hop_mtls", drop_copies_server, "no egress Gateway server on port 443"),
+    ("patterns/mirroring.yml", "authorization", authz_without_shadow_host, "hello.external-shadow but no AuthorizationPolicy"),
+    ("patterns/mirroring.yml", "gateway_hop_mtls", subset_without_copies_port, "port 443: the sidecar's TLS mode is None"),
+    ("patterns/circuit-breaking.yml", "tls_origination", pool_rule_without_san, "name is not checked"),
+    ("patterns/header-canary.yml", "split", canary_without_host_header, "does not set Host"),
+]
+
+
+@pytest.mark.parametrize(
+    "applied, check, mutate, expected", PATTERN_NEGATIVES, ids=[f"{a}-{f.__name__}" for a, _, f, _ in PATTERN_NEGATIVES]
+)
+def test_check_catches_on_pattern(applied, check, mutate, expected):
+    broken = copy.deepcopy(docs_of(applied))
+    assert c.SEMANTIC_CHECKS[check](broken) == []
+    mutate(broken)
+    problems = c.SEMANTIC_CHECKS[check](broken)
+    assert any(expected in p for p in problems), problems
