@@ -9,6 +9,7 @@
 //! Each Envoy's listeners and clusters come from their own functions; [`bootstrap`] assembles
 //! them. Every listener binds 127.0.0.1 port 0; the chosen port is read back from the admin API.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,8 +18,8 @@ use serde_json::{Value, json};
 
 use crate::policy::{
     Authorization, AuthzOperation, AuthzPolicy, AuthzSource, Cluster, Destination, Fault, Gateway,
-    HeaderOperations, PathMatch, Retries, Route, RouteConfig, ServerProtocol, Sidecar, StringMatch,
-    Upstream, UpstreamTls, VirtualHost,
+    GatewayServer, HeaderOperations, PathMatch, Retries, Route, RouteConfig, ServerProtocol,
+    Sidecar, StringMatch, Upstream, UpstreamTls, VirtualHost,
 };
 
 /// The Cloud Foundry router stand-in: TLS with SNI, routing by Host to the hello servers.
@@ -37,20 +38,21 @@ pub struct RouterRoute {
     pub app: SocketAddr,
 }
 
-/// Where each kind of upstream listens locally; `None`: not running (yet), so the cluster has
-/// no endpoint and Envoy answers 503 for it.
-#[derive(Debug, Clone, Copy, Default)]
+/// Where each kind of upstream listens locally; `None` (or no entry): not running (yet), so the
+/// cluster has no endpoint and Envoy answers 503 for it.
+#[derive(Debug, Clone, Default)]
 pub struct Upstreams {
-    pub egress_gateway: Option<SocketAddr>,
+    /// The egress gateway's listener for each of its servers' ports.
+    pub egress_gateway: BTreeMap<u16, SocketAddr>,
     /// Where every Cloud Foundry hostname resolves locally (instead of DNS).
     pub cf_router: Option<SocketAddr>,
     pub proxy: Option<SocketAddr>,
 }
 
 impl Upstreams {
-    fn address(&self, upstream: Upstream) -> Option<SocketAddr> {
+    fn address(&self, upstream: Upstream, port: u16) -> Option<SocketAddr> {
         match upstream {
-            Upstream::EgressGateway => self.egress_gateway,
+            Upstream::EgressGateway => self.egress_gateway.get(&port).copied(),
             Upstream::CfRouter => self.cf_router,
             Upstream::Proxy => self.proxy,
         }
@@ -205,18 +207,25 @@ pub fn egress_gateway(spec: &GatewaySpec<'_>) -> Value {
     )
 }
 
-/// The gateway's listener for its server: mTLS requiring a mesh client certificate (SNI chosen
-/// by the server's hosts) for `HTTPS`/`ISTIO_MUTUAL`, plain HTTP otherwise; RBAC before the
-/// fault filter, as istiod orders them.
+/// The gateway's listeners, one per server (named `0.0.0.0_<port>`): mTLS requiring a mesh
+/// client certificate (SNI chosen by the server's hosts) for `HTTPS`/`ISTIO_MUTUAL`, plain HTTP
+/// otherwise; RBAC before the fault filter, as istiod orders them.
 pub fn gateway_listeners(spec: &GatewaySpec<'_>) -> Vec<Value> {
-    let server = &spec.gateway.server;
+    spec.gateway
+        .servers
+        .iter()
+        .map(|server| gateway_listener(spec, server))
+        .collect()
+}
+
+fn gateway_listener(spec: &GatewaySpec<'_>, server: &GatewayServer) -> Value {
     let port = server.port;
     let mut http_filters = rbac_filters(&spec.gateway.authorization);
     http_filters.push(fault_filter());
     http_filters.push(router_filter());
     let manager = http_connection_manager(HttpConnectionManager {
         stat_prefix: &format!("outbound_0.0.0.0_{port}"),
-        route_config: gateway_route_config(spec.gateway),
+        route_config: route_config(&server.route_config, None),
         http_filters,
         access_log: &spec.access_log,
         use_remote_address: true,
@@ -249,7 +258,7 @@ pub fn gateway_listeners(spec: &GatewaySpec<'_>) -> Vec<Value> {
         listener["listener_filters"] = json!([tls_inspector()]);
     }
     listener["filter_chains"] = json!([chain]);
-    vec![listener]
+    listener
 }
 
 pub fn gateway_clusters(spec: &GatewaySpec<'_>) -> Vec<Value> {
@@ -267,9 +276,13 @@ pub fn gateway_clusters(spec: &GatewaySpec<'_>) -> Vec<Value> {
         .collect()
 }
 
-/// The gateway server's route configuration (RDS-ready: named as istiod names it).
-pub fn gateway_route_config(gateway: &Gateway) -> Value {
-    route_config(&gateway.server.route_config, None)
+/// The gateway servers' route configurations (RDS-ready: named as istiod names them).
+pub fn gateway_route_configs(gateway: &Gateway) -> Vec<Value> {
+    gateway
+        .servers
+        .iter()
+        .map(|server| route_config(&server.route_config, None))
+        .collect()
 }
 
 pub fn sidecar(spec: &SidecarSpec<'_>) -> Value {
@@ -485,7 +498,7 @@ pub fn cluster(
     let connect_timeout = duration(cluster.connect_timeout);
     let mut out = static_cluster(
         &cluster.name,
-        upstreams.address(cluster.upstream),
+        upstreams.address(cluster.upstream, cluster.port),
         &connect_timeout,
     );
     let breakers = cluster.circuit_breakers;

@@ -77,7 +77,10 @@ pub struct CallerOptions {
 pub struct Addresses {
     pub hello: BTreeMap<HelloVersion, SocketAddr>,
     pub cf_router: SocketAddr,
+    /// The gateway's listener for the server the proxy's calls go to.
     pub egress_gateway: SocketAddr,
+    /// Its listener for each server, by port.
+    pub egress_gateway_ports: BTreeMap<u16, SocketAddr>,
     pub sidecar: SocketAddr,
     pub caller_sidecar: SocketAddr,
     pub proxy: SocketAddr,
@@ -366,8 +369,8 @@ impl Starter<'_> {
                 ca: certificates.ca_cert.clone(),
             })
         };
-        let egress_gateway = self
-            .start_envoy(
+        let gateway_listeners = self
+            .start_envoy_listeners(
                 EGRESS_GATEWAY,
                 &bootstrap::egress_gateway(&GatewaySpec {
                     gateway: &policy.gateway,
@@ -381,10 +384,21 @@ impl Starter<'_> {
                 }),
             )
             .await?;
+        // Listeners are named `0.0.0.0_<port>` after the server they stand for.
+        let egress_gateway_ports: BTreeMap<u16, SocketAddr> = gateway_listeners
+            .iter()
+            .filter_map(|(name, address)| {
+                let port = name.rsplit('_').next()?.parse().ok()?;
+                Some((port, *address))
+            })
+            .collect();
+        let egress_gateway = *egress_gateway_ports
+            .get(&policy.gateway_server().port)
+            .context("the egress gateway has no listener for the proxy's server")?;
         // The proxy's address is chosen first: the sidecars know the Service behind it.
         let proxy = free_loopback_port()?;
         let upstreams = Upstreams {
-            egress_gateway: Some(egress_gateway),
+            egress_gateway: egress_gateway_ports.clone(),
             cf_router: Some(cf_router),
             proxy: Some(proxy),
         };
@@ -394,7 +408,7 @@ impl Starter<'_> {
                 &bootstrap::sidecar(&SidecarSpec {
                     name: SIDECAR,
                     sidecar: &policy.proxy_sidecar,
-                    upstreams,
+                    upstreams: upstreams.clone(),
                     mesh_certificate: mesh_certificate(&policy.proxy_sidecar.identity)?,
                     access_log: self.access_log(SIDECAR),
                 }),
@@ -420,6 +434,7 @@ impl Starter<'_> {
             hello,
             cf_router,
             egress_gateway,
+            egress_gateway_ports,
             sidecar,
             caller_sidecar,
             proxy,
@@ -461,12 +476,23 @@ impl Starter<'_> {
         Ok(address)
     }
 
-    /// Writes the bootstrap, starts Envoy, waits until it is live and returns its listener's address.
+    /// Writes the bootstrap, starts Envoy, waits until it is live and returns its (first)
+    /// listener's address.
     async fn start_envoy(
         &mut self,
         name: &str,
         config: &serde_json::Value,
     ) -> anyhow::Result<SocketAddr> {
+        let listeners = self.start_envoy_listeners(name, config).await?;
+        Ok(listeners[0].1)
+    }
+
+    /// Like [`Starter::start_envoy`], returning every listener's name and address.
+    async fn start_envoy_listeners(
+        &mut self,
+        name: &str,
+        config: &serde_json::Value,
+    ) -> anyhow::Result<Vec<(String, SocketAddr)>> {
         let dir = &self.options.run_dir;
         let config_path = dir.join(format!("{name}.json"));
         let text =
@@ -491,7 +517,7 @@ impl Starter<'_> {
             &format!("http://{admin}/ready"),
         )
         .await?;
-        self.listener_address(name, admin).await
+        self.listener_addresses(name, admin).await
     }
 
     async fn wait_admin_address(&self, name: &str, file: &Path) -> anyhow::Result<SocketAddr> {
@@ -506,8 +532,13 @@ impl Starter<'_> {
         .await
     }
 
-    /// The address of the only listener, as the admin API reports it (it was bound to port 0).
-    async fn listener_address(&self, name: &str, admin: SocketAddr) -> anyhow::Result<SocketAddr> {
+    /// The name and address of each listener, as the admin API reports them (each was bound to
+    /// port 0).
+    async fn listener_addresses(
+        &self,
+        name: &str,
+        admin: SocketAddr,
+    ) -> anyhow::Result<Vec<(String, SocketAddr)>> {
         let url = format!("http://{admin}/listeners?format=json");
         let body = self
             .http
@@ -521,15 +552,25 @@ impl Starter<'_> {
             .with_context(|| format!("{name}: GET {url}"))?;
         let listeners: serde_json::Value =
             serde_json::from_slice(&body).with_context(|| format!("{name}: {url} is not JSON"))?;
-        let socket = &listeners["listener_statuses"][0]["local_address"]["socket_address"];
-        let ip = socket["address"].as_str().and_then(|ip| ip.parse().ok());
-        let port = socket["port_value"]
-            .as_u64()
-            .and_then(|port| u16::try_from(port).ok());
-        match (ip, port) {
-            (Some(ip), Some(port)) if port != 0 => Ok(SocketAddr::new(ip, port)),
-            _ => bail!("{name}: cannot read the listener address from {url}: {listeners}"),
+        let statuses = listeners["listener_statuses"].as_array();
+        let mut addresses = Vec::new();
+        for status in statuses.into_iter().flatten() {
+            let socket = &status["local_address"]["socket_address"];
+            let ip = socket["address"].as_str().and_then(|ip| ip.parse().ok());
+            let port = socket["port_value"]
+                .as_u64()
+                .and_then(|port| u16::try_from(port).ok());
+            match (status["name"].as_str(), ip, port) {
+                (Some(listener), Some(ip), Some(port)) if port != 0 => {
+                    addresses.push((listener.to_owned(), SocketAddr::new(ip, port)));
+                }
+                _ => bail!("{name}: cannot read the listener address from {url}: {listeners}"),
+            }
         }
+        if addresses.is_empty() {
+            bail!("{name}: no listener in {url}: {listeners}");
+        }
+        Ok(addresses)
     }
 
     /// Starts the proxy on `address`; returns its admin address.

@@ -165,6 +165,7 @@ async fn shutdown_and_check(mesh: Mesh) {
         a.proxy_admin,
     ];
     ports.extend(a.hello.values());
+    ports.extend(a.egress_gateway_ports.values());
     tokio::time::timeout(Duration::from_secs(60), mesh.shutdown())
         .await
         .expect("shutdown took over a minute")
@@ -262,8 +263,9 @@ async fn bounded_run_follows_the_policy_and_the_router_sees_only_tls_with_its_ho
     let dir = tempfile::tempdir().unwrap();
     // 1500 calls, each share accepted within half the distance to the nearest wrong policy:
     // aborts 20 % vs 10 % (±5 %: 3.9 sd at n=1500), v1 24 % vs 32 % of a 40/60 split (±4 %:
-    // 3.6 sd), v2 56 % vs 48 % (±4 %: 3.1 sd). The right policy fails by chance about 0.2 % of
-    // runs (mostly v2), the 40/60 one passes about 0.1 % of runs.
+    // 3.6 sd), v2 56 % vs 48 % (±4 %: 3.1 sd). The right policy fails by chance in about 0.2 %
+    // of runs (mostly v2); a 40/60 split passes in under 0.05 % (v1 and v2 must both pass), a
+    // 10 % abort practically never.
     const CALLS: u64 = 1500;
     let mut mesh = start(policy.clone(), caller(Some(CALLS), 10), dir.path()).await;
     let lines = collect(&mut mesh, Duration::from_secs(120), |_, finished| finished).await;
@@ -681,5 +683,58 @@ async fn origination_refuses_a_router_certificate_without_the_required_name() {
         router.iter().all(|e| e["upstream_cluster"] == "-"),
         "{router:?}"
     );
+    shutdown_and_check(mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_copies_half_the_calls_to_v2_while_the_log_shows_v1_only() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join("mirroring-istio.yml");
+    let policy = Policy::load(&path).unwrap();
+    let v2_host = policy.cf_hosts[1].host.clone();
+    let dir = tempfile::tempdir().unwrap();
+    const CALLS: u64 = 300;
+    let mut mesh = start(policy, caller(Some(CALLS), 10), dir.path()).await;
+    let lines = collect(&mut mesh, Duration::from_secs(120), |_, finished| finished).await;
+    let counts = counts(&lines);
+    let v1 = counts
+        .get(&Answer::Hello(HelloVersion::V1))
+        .copied()
+        .unwrap_or(0);
+    let aborts = counts.get(&Answer::Abort).copied().unwrap_or(0);
+    assert_eq!(
+        v1 + aborts,
+        CALLS,
+        "the copies' answers never reach the log: {counts:?}"
+    );
+
+    // Copies are fire-and-forget: count v2's requests at the router once the count settles.
+    let router_log = mesh.access_log(mesh::CF_ROUTER);
+    let v2_cluster = format!("app|{v2_host}");
+    let copies_of = |entries: &[serde_json::Value]| {
+        entries
+            .iter()
+            .filter(|e| e["upstream_cluster"] == v2_cluster.as_str())
+            .count() as u64
+    };
+    let mut copies = copies_of(&access_log(&router_log, v1 as usize).await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Longer than Envoy's 250 ms flush interval: an unchanged count is a settled one.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let now = copies_of(&json_lines(&router_log));
+        if now == copies || Instant::now() >= deadline {
+            copies = now;
+            break;
+        }
+        copies = now;
+    }
+    // mirrorPercentage 50 of the v1 calls (~240 of 300 after the 20 % abort), accepted within
+    // ±12.5 %, half the distance to the nearest wrong policies (25 %, 75 %): 3.9 sd, a chance
+    // failure in about 1 run in 9 000; a 25 % mirror would pass about 1 run in 250 000.
+    assert_share("mirrored copies", copies, v1, 0.5, 0.25);
     shutdown_and_check(mesh).await;
 }

@@ -17,6 +17,17 @@ fn contract_policy() -> Policy {
     Policy::parse(Path::new("contract-istio.yml"), CONTRACT).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Mirroring at the sidecar, as k8s/patterns/mirroring.yml does it: every call to v1 through
+/// the gateway's port 80, a copy of half of them through a second server on 443 to v2.
+fn mirroring_policy() -> Policy {
+    Policy::parse(Path::new("mirroring.yml"), &mirroring_manifest())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn mirroring_manifest() -> String {
+    include_str!("fixtures/mirroring-istio.yml").to_owned()
+}
+
 /// Every construct of the pattern files at once: delay and abort at both hops, per-try timeout,
 /// retry conditions, a header match before the default route, a mirror with a percentage, a
 /// connection pool and outlier detection.
@@ -78,7 +89,7 @@ fn addr(port: u16) -> SocketAddr {
 
 fn upstreams() -> Upstreams {
     Upstreams {
-        egress_gateway: Some(addr(30_001)),
+        egress_gateway: [(80, addr(30_001)), (443, addr(30_003))].into(),
         cf_router: Some(addr(30_000)),
         proxy: Some(addr(30_002)),
     }
@@ -161,6 +172,7 @@ async fn generated_bootstraps_pass_envoy_validation() {
         ("contract", contract_policy()),
         ("repo", repo),
         ("every-construct", every_construct_policy()),
+        ("mirroring", mirroring_policy()),
     ] {
         let dir = tempfile::tempdir().unwrap();
         for (name, config) in configs(&policy, dir.path()) {
@@ -425,4 +437,47 @@ fn every_construct_is_written_as_istiod_writes_it() {
     let fault = &stable["routes"][0]["typed_per_filter_config"]["envoy.filters.http.fault"];
     assert_eq!(fault["delay"]["fixed_delay"], "0.1s");
     assert_eq!(fault["abort"]["percentage"]["numerator"], 200_000);
+}
+
+#[test]
+fn a_mirror_to_a_second_gateway_server_gets_its_own_listener_and_cluster() {
+    let policy = mirroring_policy();
+    let gateway = bootstrap::egress_gateway(&GatewaySpec {
+        gateway: &policy.gateway,
+        upstreams: upstreams(),
+        mesh_certificate: certificate(),
+        origination_ca: "/router-ca.pem".into(),
+        access_log: "/dev/null".into(),
+    });
+    let listeners = gateway["static_resources"]["listeners"].as_array().unwrap();
+    let names: Vec<_> = listeners
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["0.0.0.0_80", "0.0.0.0_443"]);
+    let copies = &listeners[1]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"];
+    assert_eq!(
+        copies["name"],
+        "https.443.https-copies.hello-external-egress.istio-system"
+    );
+    let routes = copies["virtual_hosts"][0]["routes"].as_array().unwrap();
+    // The port-80 split does not match on 443 only when it says so; here it has no match, so
+    // istiod keeps it after the port-443 route.
+    assert_eq!(routes[0]["name"], "copies-to-v2");
+    let sidecar = bootstrap::sidecar(&SidecarSpec {
+        name: "sidecar",
+        sidecar: &policy.proxy_sidecar,
+        upstreams: upstreams(),
+        mesh_certificate: certificate(),
+        access_log: "/dev/null".into(),
+    });
+    let copy_cluster = named(
+        clusters(&sidecar),
+        "outbound|443|hello-external|istio-egressgateway.istio-system.svc.cluster.local",
+    );
+    assert_eq!(
+        copy_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+            ["port_value"],
+        30_003
+    );
 }

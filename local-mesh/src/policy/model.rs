@@ -386,11 +386,11 @@ pub enum UpstreamTls {
     },
 }
 
-/// The egress gateway: its identity, the server it runs, its clusters and authorization.
+/// The egress gateway: its identity, its servers (a listener each), clusters and authorization.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gateway {
     pub identity: Identity,
-    pub server: GatewayServer,
+    pub servers: Vec<GatewayServer>,
     pub clusters: Vec<Cluster>,
     pub authorization: Authorization,
 }
@@ -487,9 +487,19 @@ impl Policy {
         self.stable_route(&self.proxy_sidecar.route_config)
     }
 
+    /// The gateway server the proxy's sidecar sends the stable name to.
+    pub fn gateway_server(&self) -> &GatewayServer {
+        let port = self.mesh_route().destinations.first().map(|d| d.port);
+        self.gateway
+            .servers
+            .iter()
+            .find(|s| Some(s.port) == port)
+            .unwrap_or(&self.gateway.servers[0])
+    }
+
     /// The route the egress gateway takes for a plain call to the stable name.
     pub fn gateway_route(&self) -> &Route {
-        self.stable_route(&self.gateway.server.route_config)
+        self.stable_route(&self.gateway_server().route_config)
     }
 
     fn stable_route<'p>(&self, config: &'p RouteConfig) -> &'p Route {
@@ -584,7 +594,7 @@ impl Policy {
             .map(|d| format!("{} {}", d.host, d.weight))
             .collect::<Vec<_>>()
             .join(", ");
-        let hop = match self.gateway.server.protocol {
+        let hop = match self.gateway_server().protocol {
             ServerProtocol::Http => "plain HTTP",
             ServerProtocol::HttpsIstioMutual => "mTLS",
         };

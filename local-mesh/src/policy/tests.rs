@@ -103,7 +103,7 @@ fn reads_the_contract_layout() {
     assert_eq!(hop.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
     assert_eq!(hop.circuit_breakers, CircuitBreakers::istio_default());
 
-    let server = &policy.gateway.server;
+    let server = policy.gateway_server();
     assert_eq!(server.port, 80);
     assert_eq!(server.protocol, ServerProtocol::HttpsIstioMutual);
     assert_eq!(server.hosts, ["hello.external"]);
@@ -494,9 +494,7 @@ fn header_matches_in_order_with_the_default_route_last() {
         "    - name: canary\n      match:\n        - name: by-header\n          headers: {x-canary: {exact: \"yes\"}}\n        - headers: {user: {prefix: test-}}\n          uri: {regex: \"/v[0-9]+\"}\n      route:\n        - destination: {host: hello-istio-v2.apps.cf.example, port: {number: 443}}\n          headers: {request: {set: {host: hello-istio-v2.apps.cf.example}}}\n    - name: split-v1-v2\n",
     ))
     .unwrap();
-    let host = policy
-        .gateway
-        .server
+    let host = policy.gateway.servers[0]
         .route_config
         .virtual_host("hello.external")
         .unwrap();
@@ -743,7 +741,7 @@ fn unsupported_constructs_are_errors_not_defaults() {
                 "    - port: {number: 80, name: https, protocol: HTTPS}",
                 "    - port: {number: 443, name: https, protocol: HTTPS}",
             ),
-            "listens on 443",
+            "its servers listen on 443",
         ),
         (
             edited(

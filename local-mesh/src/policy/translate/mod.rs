@@ -13,7 +13,7 @@ mod workloads;
 use std::path::Path;
 
 use super::PolicyError;
-use super::manifest::{GatewaySpec, Manifest, ResourceId, Spec, VirtualServiceSpec};
+use super::manifest::{self, GatewaySpec, Manifest, ResourceId, Spec, VirtualServiceSpec};
 use super::model::{
     Cluster, Gateway, GatewayServer, Policy, Route, RouteConfig, ServerProtocol, Sidecar,
     UpstreamTls, VirtualHost,
@@ -250,34 +250,70 @@ impl<'m> Translator<'m> {
         Ok(clusters)
     }
 
-    /// The egress gateway: the server for the stable name, its routes, clusters and authorization.
+    /// The egress gateway: a listener per server of the Gateways selecting it, their routes,
+    /// the clusters they use and the authorization.
     fn gateway(&self, stable_host: &str) -> Result<Gateway, PolicyError> {
         let namespace = &EGRESS_GATEWAY.namespace;
-        let selecting: Vec<_> = self
+        let mut servers: Vec<GatewayServer> = Vec::new();
+        for (id, gateway) in self
             .gateways()
             .filter(|(_, g)| workloads::selects(&g.selector, &EGRESS_GATEWAY))
-            .collect();
-        let mut servers = Vec::new();
-        for (id, gateway) in &selecting {
+        {
             super::reject_other(self, id, "spec", &gateway.other)?;
             for (index, server) in gateway.servers.iter().enumerate() {
-                servers.push((*id, index, server));
+                let server = self.gateway_server(id, index, server, namespace)?;
+                if let Some(earlier) = servers.iter().find(|s| s.port == server.port) {
+                    return Err(self.error(
+                        id,
+                        format!(
+                            "servers[{index}]: port {} is already served by {}; local-mesh runs one server per gateway port",
+                            server.port, earlier.source
+                        ),
+                    ));
+                }
+                servers.push(server);
             }
         }
-        let (id, index, server) = match servers.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(self.file_error(
-                    "no Gateway selects the egress gateway (selector istio: egressgateway)",
-                ));
-            }
-            [_, (id, _, _), ..] => {
-                return Err(self.error(
-                    id,
-                    "local-mesh's egress gateway runs one server; found several among the Gateways selecting it",
-                ));
-            }
-        };
+        if servers.is_empty() {
+            return Err(self.file_error(
+                "no Gateway selects the egress gateway (selector istio: egressgateway)",
+            ));
+        }
+        if !servers
+            .iter()
+            .any(|s| s.hosts.iter().any(|h| h == stable_host || h == "*"))
+        {
+            return Err(self.error(
+                &self
+                    .gateways()
+                    .find(|(_, g)| workloads::selects(&g.selector, &EGRESS_GATEWAY))
+                    .expect("a server comes from a Gateway")
+                    .0
+                    .clone(),
+                format!("no server's hosts include {stable_host}, the name the proxy calls"),
+            ));
+        }
+        let virtual_hosts: Vec<VirtualHost> = servers
+            .iter()
+            .flat_map(|s| s.route_config.virtual_hosts.iter().cloned())
+            .collect();
+        let clusters = self.clusters_of(&virtual_hosts, namespace)?;
+        let authorization = authz::authorization(self, &self.manifest.resources)?;
+        Ok(Gateway {
+            identity: EGRESS_GATEWAY.identity(),
+            servers,
+            clusters,
+            authorization,
+        })
+    }
+
+    fn gateway_server(
+        &self,
+        id: &ResourceId,
+        index: usize,
+        server: &manifest::Server,
+        namespace: &str,
+    ) -> Result<GatewayServer, PolicyError> {
         let field = format!("servers[{index}]");
         super::reject_other(self, id, &field, &server.other)?;
         let hosts: Vec<String> = server
@@ -289,12 +325,6 @@ impl<'m> Translator<'m> {
                     .to_owned()
             })
             .collect();
-        if !hosts.iter().any(|h| h == stable_host || h == "*") {
-            return Err(self.error(
-                id,
-                format!("{field}.hosts does not include {stable_host}, the name the proxy calls"),
-            ));
-        }
         let protocol = server
             .port
             .protocol
@@ -355,6 +385,9 @@ impl<'m> Translator<'m> {
                 }
             };
             let routes = route::routes(self, vs_id, vs, port, &gateway_names, namespace)?;
+            if routes.is_empty() {
+                continue; // every route matches another port
+            }
             virtual_hosts.push(VirtualHost {
                 name: format!("{host}:{port}"),
                 domains: vec![host.clone(), format!("{host}:*")],
@@ -370,34 +403,27 @@ impl<'m> Translator<'m> {
                 id.namespace
             ),
         };
-        let clusters = self.clusters_of(&virtual_hosts, namespace)?;
-        let authorization = authz::authorization(self, &self.manifest.resources)?;
-        Ok(Gateway {
-            identity: EGRESS_GATEWAY.identity(),
-            server: GatewayServer {
-                source: id.to_string(),
-                port,
-                protocol,
-                hosts,
-                route_config: RouteConfig {
-                    name: route_config_name,
-                    virtual_hosts,
-                },
+        Ok(GatewayServer {
+            source: id.to_string(),
+            port,
+            protocol,
+            hosts,
+            route_config: RouteConfig {
+                name: route_config_name,
+                virtual_hosts,
             },
-            clusters,
-            authorization,
         })
     }
 
     /// The sidecars' clusters towards the egress gateway must speak what its server expects, or
     /// every call fails on a cluster too; say why instead of starting a demo that cannot work.
     fn check_hop_to_gateway(&self, policy: &Policy) -> Result<(), PolicyError> {
-        let server = &policy.gateway.server;
         for sidecar in [&policy.proxy_sidecar, &policy.caller_sidecar] {
             for cluster in sidecar
                 .clusters
                 .iter()
                 .filter(|c| c.upstream == super::model::Upstream::EgressGateway)
+                .filter(|c| route_uses(sidecar, &c.name))
             {
                 let source = cluster
                     .destination_rule
@@ -406,21 +432,31 @@ impl<'m> Translator<'m> {
                 let refuse = |message: String| {
                     self.file_error(format!("{source}: {message} (cluster {})", cluster.name))
                 };
-                if cluster.port != server.port {
-                    if route_uses(sidecar, &cluster.name) {
-                        return Err(refuse(format!(
-                            "routes to the egress gateway on port {}, but {} listens on {}",
-                            cluster.port, server.source, server.port
-                        )));
-                    }
-                    continue;
-                }
+                let Some(server) = policy
+                    .gateway
+                    .servers
+                    .iter()
+                    .find(|s| s.port == cluster.port)
+                else {
+                    return Err(refuse(format!(
+                        "routes to the egress gateway on port {}, but its servers listen on {}",
+                        cluster.port,
+                        policy
+                            .gateway
+                            .servers
+                            .iter()
+                            .map(|s| s.port.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
                 match (&cluster.tls, server.protocol) {
                     (UpstreamTls::IstioMutual { sni, .. }, ServerProtocol::HttpsIstioMutual) => {
                         if !server.hosts.iter().any(|h| h == sni || h == "*") {
                             return Err(refuse(format!(
-                                "ISTIO_MUTUAL with SNI {sni}, which no host of {}'s server ({}) matches: the gateway has no filter chain for it and resets the connection; set sni to the server's host",
+                                "ISTIO_MUTUAL with SNI {sni}, which no host of {}'s server on port {} ({}) matches: the gateway has no filter chain for it and resets the connection; set sni to the server's host",
                                 server.source,
+                                server.port,
                                 server.hosts.join(", ")
                             )));
                         }
@@ -432,12 +468,10 @@ impl<'m> Translator<'m> {
                         )));
                     }
                     (UpstreamTls::Plain, ServerProtocol::HttpsIstioMutual) => {
-                        if route_uses(sidecar, &cluster.name) {
-                            return Err(refuse(format!(
-                                "plain text towards {}'s ISTIO_MUTUAL server on port {}: automatic mTLS does not apply to the egress gateway (no security.istio.io/tlsMode label), so set tls.mode ISTIO_MUTUAL with sni in the subset",
-                                server.source, server.port
-                            )));
-                        }
+                        return Err(refuse(format!(
+                            "plain text towards {}'s ISTIO_MUTUAL server on port {}: automatic mTLS does not apply to the egress gateway (no security.istio.io/tlsMode label), so set tls.mode ISTIO_MUTUAL with sni in the subset",
+                            server.source, server.port
+                        )));
                     }
                     (UpstreamTls::Plain, ServerProtocol::Http) => {}
                     (UpstreamTls::Simple { .. }, _) => {
@@ -452,13 +486,17 @@ impl<'m> Translator<'m> {
     }
 }
 
+/// Whether a VirtualService route of the sidecar sends (or mirrors) to `cluster`; istiod's
+/// default routes (no VirtualService) are not the demo's path to the gateway.
 fn route_uses(sidecar: &Sidecar, cluster: &str) -> bool {
     sidecar
         .route_config
         .virtual_hosts
         .iter()
         .flat_map(|vh| &vh.routes)
-        // istiod's default routes (no VirtualService) are not the demo's path to the gateway.
         .filter(|route: &&Route| route.source.starts_with("VirtualService/"))
-        .any(|route| route.destinations.iter().any(|d| d.cluster == cluster))
+        .any(|route| {
+            route.destinations.iter().any(|d| d.cluster == cluster)
+                || route.mirrors.iter().any(|m| m.cluster == cluster)
+        })
 }
