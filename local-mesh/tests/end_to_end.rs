@@ -784,3 +784,112 @@ async fn with_v2_stopped_the_share_of_503_is_what_the_mesh_routes_retries_leave(
     );
     shutdown_and_check(mesh).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_beyond_the_per_try_timeout_becomes_retries_then_the_routes_504() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    // Every call delayed 2 s at the gateway; the mesh route tries 3 times for 1 s each within its
+    // 3 s timeout, so every line is the sidecar's own 504.
+    let text = std::fs::read_to_string(repo_policy_path())
+        .unwrap()
+        .replacen("percentage: {value: 20}", "percentage: {value: 0}", 1)
+        .replacen(
+            "    - name: split-v1-v2\n",
+            "    - name: split-v1-v2\n      fault: {delay: {fixedDelay: 2s, percentage: {value: 100}}}\n",
+            1,
+        );
+    let policy = Policy::parse(Path::new("delay.yml"), &text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    const CALLS: u64 = 2;
+    let mut mesh = start(policy, caller(Some(CALLS), 100), dir.path()).await;
+    let lines = collect(&mut mesh, Duration::from_secs(60), |_, finished| finished).await;
+    for (_, line) in &lines {
+        assert_eq!(
+            classify(line),
+            Answer::Other("upstream request timeout".to_owned())
+        );
+    }
+    let entry = wait_for_entry(&mesh.access_log(mesh::SIDECAR), |e| e["status"] == 504).await;
+    assert_eq!(entry["attempts"], 3, "{entry}");
+    assert!(
+        entry["flags"].as_str().unwrap_or("").contains("UT"),
+        "{entry}"
+    );
+    assert!(
+        entry["duration_ms"].as_u64().unwrap_or(0) >= 2900,
+        "{entry}"
+    );
+    shutdown_and_check(mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_pool_of_one_overflows_under_concurrent_calls() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    // v2 only, one connection, one pending request, no retries on either hop.
+    let text = std::fs::read_to_string(repo_policy_path())
+        .unwrap()
+        .replacen("percentage: {value: 20}", "percentage: {value: 0}", 1)
+        .replacen("weight: 30", "weight: 0", 1)
+        .replacen("weight: 70", "weight: 100", 1)
+        .replacen(
+            "retries: {attempts: 2, perTryTimeout: 1s, retryOn: \"connect-failure,refused-stream,reset,503\"}",
+            "retries: {attempts: 0}",
+            1,
+        )
+        .replacen(
+            "    - name: split-v1-v2\n",
+            "    - name: split-v1-v2\n      retries: {attempts: 0}\n",
+            1,
+        )
+        .replacen(
+            "      - port: {number: 443}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v2.apps.cf.example\n",
+            "      - port: {number: 443}\n        connectionPool:\n          tcp: {maxConnections: 1}\n          http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v2.apps.cf.example\n",
+            1,
+        );
+    let policy = Policy::parse(Path::new("circuit-breaking.yml"), &text).unwrap();
+    let v2 = policy
+        .gateway
+        .clusters
+        .iter()
+        .find(|c| c.host.contains("-v2."))
+        .unwrap();
+    assert_eq!(v2.circuit_breakers.max_connections, 1, "the edit took");
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = start(policy, None, dir.path()).await;
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{}", mesh.addresses().sidecar)).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // 30 calls at once through the proxy's sidecar: they share its HTTP/2 connection to the
+    // gateway and reach it together; one may hold the router connection, one wait, the rest
+    // overflow.
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let client = client.clone();
+        calls.spawn(async move {
+            let response = client.get("http://hello.external/").send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        });
+    }
+    let answers = calls.join_all().await;
+    let served = answers.iter().filter(|(status, _)| *status == 200).count();
+    let overflowed = answers
+        .iter()
+        .filter(|(status, body)| {
+            *status == 503
+                && body == "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+        })
+        .count();
+    assert!(served >= 1 && overflowed >= 1, "{answers:?}");
+    assert_eq!(served + overflowed, answers.len(), "{answers:?}");
+    let entry = wait_for_entry(&mesh.access_log(mesh::EGRESS_GATEWAY), |e| {
+        e["status"] == 503
+    })
+    .await;
+    assert!(
+        entry["flags"].as_str().unwrap_or("").contains("UO"),
+        "{entry}"
+    );
+    shutdown_and_check(mesh).await;
+}
