@@ -893,3 +893,41 @@ async fn a_connection_pool_of_one_overflows_under_concurrent_calls() {
     );
     shutdown_and_check(mesh).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_match_sends_the_canary_to_v2_and_the_rest_to_the_default_route() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    let text = std::fs::read_to_string(repo_policy_path())
+        .unwrap()
+        .replacen("percentage: {value: 20}", "percentage: {value: 0}", 1)
+        .replacen("weight: 30", "weight: 100", 1)
+        .replacen("weight: 70", "weight: 0", 1)
+        .replacen(
+            "    - name: split-v1-v2\n",
+            "    - name: canary-to-v2\n      match: [{headers: {x-canary: {exact: always}}}]\n      route:\n        - destination: {host: hello-istio-v2.apps.cf.example, port: {number: 443}}\n          headers: {request: {set: {host: hello-istio-v2.apps.cf.example}}}\n    - name: split-v1-v2\n",
+            1,
+        );
+    let policy = Policy::parse(Path::new("canary.yml"), &text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = start(policy, None, dir.path()).await;
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{}", mesh.addresses().sidecar)).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for (header, expected) in [
+        (Some("always"), HelloVersion::V2),
+        (Some("sometimes"), HelloVersion::V1),
+        (None, HelloVersion::V1),
+    ] {
+        for _ in 0..10 {
+            let mut request = client.get("http://hello.external/");
+            if let Some(value) = header {
+                request = request.header("x-canary", value);
+            }
+            let body = request.send().await.unwrap().text().await.unwrap();
+            assert_eq!(body.trim_end(), expected.greeting(), "x-canary: {header:?}");
+        }
+    }
+    shutdown_and_check(mesh).await;
+}

@@ -796,3 +796,33 @@ fn version_of_a_hostname() {
     assert_eq!(hello_version_of("hello.v1.example"), None);
     assert_eq!(hello_version_of("hello-v1-v2.example"), None);
 }
+
+#[test]
+fn gateway_servers_get_a_listener_each_and_share_no_port() {
+    let mirroring = include_str!("../../tests/fixtures/mirroring-istio.yml");
+    let policy = parse(mirroring).unwrap();
+    let ports: Vec<u16> = policy.gateway.servers.iter().map(|s| s.port).collect();
+    assert_eq!(ports, [80, 443]);
+    assert_eq!(policy.gateway_server().port, 80, "the mesh route's port");
+    // The sidecar mirrors to the gateway's second port, over the same mTLS.
+    let mirror = &policy.mesh_route().mirrors[0];
+    assert_eq!(mirror.percent, 50.0);
+    let copies = cluster(&policy.proxy_sidecar.clusters, &mirror.cluster);
+    assert_eq!(copies.port, 443);
+    assert!(matches!(&copies.tls, UpstreamTls::IstioMutual { sni, .. } if sni == "hello.external"));
+    // On 443 the copies go to v2; the port-80 split keeps v1 only.
+    let on_443 = &policy.gateway.servers[1].route_config.virtual_hosts[0].routes;
+    assert_eq!(on_443[0].name, "copies-to-v2");
+    assert!(
+        policy.gateway.servers[0].route_config.virtual_hosts[0]
+            .routes
+            .iter()
+            .all(|r| r.name != "copies-to-v2")
+    );
+    let error = error_of(&mirroring.replacen(
+        "    - port: {number: 443, name: https-copies, protocol: HTTPS}",
+        "    - port: {number: 80, name: https-copies, protocol: HTTPS}",
+        1,
+    ));
+    assert!(error.contains("port 80 is already served"), "{error}");
+}
