@@ -740,6 +740,10 @@ fn rbac_permission(operation: &AuthzOperation) -> Value {
     condition(&operation.not_methods, true, &method);
     condition(&operation.paths, false, &path);
     condition(&operation.not_paths, true, &path);
+    // An operation without conditions matches every request (Envoy wants a non-empty set).
+    if rules.is_empty() {
+        return json!({"any": true});
+    }
     json!({"and_rules": {"rules": rules}})
 }
 
@@ -766,6 +770,9 @@ fn rbac_principal(source: &AuthzSource) -> Value {
     condition(&source.not_principals, true, &principal);
     condition(&source.namespaces, false, &namespace);
     condition(&source.not_namespaces, true, &namespace);
+    if ids.is_empty() {
+        return json!({"any": true});
+    }
     json!({"and_ids": {"ids": ids}})
 }
 

@@ -44,6 +44,11 @@ fn every_construct_policy() -> Policy {
             1,
         )
         .replacen(
+            "  rules:\n    - from:\n",
+            "  rules:\n    - to: [{operation: {}}]\n      from: [{source: {}}]\n    - from:\n        - source: {namespaces: [\"egress-*\"], notPrincipals: [\"*/sa/traffic\"]}\n      to:\n        - operation: {methods: [GET], paths: [\"/healthz*\"], notHosts: [\"*.example\"]}\n    - from:\n",
+            1,
+        )
+        .replacen(
             "      - port: {number: 443}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v2.apps.cf.example\n",
             "      - port: {number: 443}\n        connectionPool:\n          tcp: {maxConnections: 1}\n          http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}\n        outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 3m, maxEjectionPercent: 100}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v2.apps.cf.example\n",
             1,
@@ -343,6 +348,22 @@ fn every_construct_is_written_as_istiod_writes_it() {
         .clone();
     let names: Vec<_> = routes.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["canary.header", "canary", "split-v1-v2"]);
+    let rbac = &hcm(&gateway)["http_filters"][0]["typed_config"]["rules"]["policies"];
+    let empty_rule = &rbac["ns[istio-system]-policy[hello-external-egress]-rule[0]"];
+    assert_eq!(
+        empty_rule["permissions"][0],
+        serde_json::json!({"any": true})
+    );
+    assert_eq!(
+        empty_rule["principals"][0],
+        serde_json::json!({"any": true})
+    );
+    let conditions = &rbac["ns[istio-system]-policy[hello-external-egress]-rule[1]"];
+    assert_eq!(
+        conditions["principals"][0]["and_ids"]["ids"][0]["not_id"]["or_ids"]["ids"][0]["authenticated"]
+            ["principal_name"]["suffix"],
+        "/sa/traffic"
+    );
     assert_eq!(
         routes[0]["match"]["headers"][0],
         serde_json::json!({"name": "x-canary", "string_match": {"exact": "yes"}})
