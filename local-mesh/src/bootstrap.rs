@@ -337,7 +337,13 @@ pub fn sidecar_route_config(sidecar: &Sidecar) -> Value {
 fn route_config(config: &RouteConfig, last: Option<Value>) -> Value {
     let mut virtual_hosts: Vec<Value> = config.virtual_hosts.iter().map(virtual_host).collect();
     virtual_hosts.extend(last);
-    json!({"name": config.name, "virtual_hosts": virtual_hosts, "validate_clusters": false})
+    // istiod lists domains without port and has Envoy ignore the port in Host.
+    json!({
+        "name": config.name,
+        "virtual_hosts": virtual_hosts,
+        "validate_clusters": false,
+        "ignore_port_in_host_matching": true,
+    })
 }
 
 /// istiod sets `include_request_attempt_count` on every virtual host (`x-envoy-attempt-count`).

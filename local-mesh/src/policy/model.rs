@@ -74,7 +74,7 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
-    /// The virtual host answering `host` (exact domain).
+    /// The virtual host answering `host` (exact domain, without port).
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         self.virtual_hosts
             .iter()

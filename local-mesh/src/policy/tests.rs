@@ -237,7 +237,7 @@ fn the_caller_sidecar_routes_the_proxy_service_with_istio_defaults() {
         .expect("the caller calls the proxy's Service by its short name");
     assert!(
         host.domains
-            .contains(&"service-that-calls-externally.egress-demo.svc.cluster.local:80".to_owned())
+            .contains(&"service-that-calls-externally.egress-demo.svc.cluster.local".to_owned())
     );
     let route = &host.routes[0];
     assert_eq!(route.name, "default");

@@ -164,7 +164,7 @@ impl<'m> Translator<'m> {
                 }
                 virtual_hosts.push(VirtualHost {
                     name: format!("{}:{}", service.host, port.number),
-                    domains: service.domains(namespace, port.number),
+                    domains: service.domains(namespace),
                     routes,
                 });
             }
@@ -390,7 +390,7 @@ impl<'m> Translator<'m> {
             }
             virtual_hosts.push(VirtualHost {
                 name: format!("{host}:{port}"),
-                domains: vec![host.clone(), format!("{host}:*")],
+                domains: vec![host.clone()],
                 routes,
             });
         }

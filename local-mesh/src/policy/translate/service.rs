@@ -79,9 +79,9 @@ impl Service {
         self.ports.iter().find(|p| p.number == number)
     }
 
-    /// The Host values a sidecar's virtual host answers, as istiod lists them (the bare names
-    /// only on the route configuration of their own port, which is the only one here).
-    pub fn domains(&self, proxy_namespace: &str, port: u16) -> Vec<String> {
+    /// The Host values a sidecar's virtual host answers, as istiod lists them: names without
+    /// port, the route configuration ignoring the port in Host (`httproute.go`).
+    pub fn domains(&self, proxy_namespace: &str) -> Vec<String> {
         let mut names = vec![self.host.clone()];
         if let Some(short) = &self.short_name {
             if self.namespace == proxy_namespace {
@@ -90,13 +90,7 @@ impl Service {
             names.push(format!("{short}.{}", self.namespace));
             names.push(format!("{short}.{}.svc", self.namespace));
         }
-        let mut domains = Vec::new();
-        for name in names {
-            domains.push(format!("{name}:{port}"));
-            domains.push(name);
-        }
-        domains.sort_by_key(|d| d.contains(':'));
-        domains
+        names
     }
 }
 
