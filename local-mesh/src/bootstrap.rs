@@ -379,9 +379,9 @@ pub fn route(route: &Route) -> Value {
     }
     // istiod always writes a timeout: 0s (none) when the VirtualService sets none, which turns
     // off Envoy's 15 s default.
-    let timeout = duration(route.timeout.unwrap_or(Duration::ZERO));
-    action["timeout"] = json!(timeout);
-    action["max_grpc_timeout"] = json!(timeout);
+    // (istiod also writes the same value as the deprecated `max_grpc_timeout`, which only
+    // concerns gRPC requests; it is left out so Envoy does not warn at every start.)
+    action["timeout"] = json!(duration(route.timeout.unwrap_or(Duration::ZERO)));
     if let Some(policy) = retry_policy(&route.retries) {
         action["retry_policy"] = policy;
     }

@@ -255,7 +255,7 @@ fn the_caller_sidecar_routes_the_proxy_service_with_istio_defaults() {
 }
 
 #[test]
-fn the_plain_http_layout_of_today_still_reads() {
+fn the_repository_manifest_reads() {
     let path = crate::repo_root().join("k8s").join("istio.yml");
     let policy = Policy::load(&path).unwrap_or_else(|error| panic!("{error}"));
     assert!(!policy.gateway_route().destinations.is_empty());
