@@ -587,13 +587,46 @@ impl Policy {
                 ));
             }
         }
-        let split = self
-            .gateway_route()
+        let gateway = self.gateway_route();
+        let mut split = gateway
             .destinations
             .iter()
             .map(|d| format!("{} {}", d.host, d.weight))
             .collect::<Vec<_>>()
             .join(", ");
+        let mut extras = Vec::new();
+        if let Some(Fault { delay, abort }) = gateway.fault {
+            if let Some(delay) = delay {
+                extras.push(format!("delay {:?} for {}%", delay.fixed, delay.percent));
+            }
+            if let Some(abort) = abort {
+                extras.push(format!(
+                    "abort {} for {}%",
+                    abort.status,
+                    abort.percent.unwrap_or(0.0)
+                ));
+            }
+        }
+        if let Some(timeout) = gateway.timeout {
+            extras.push(format!("timeout {timeout:?}"));
+        }
+        for mirror in self.mesh_route().mirrors.iter().chain(&gateway.mirrors) {
+            extras.push(format!(
+                "{}% mirrored to {}",
+                mirror.percent, mirror.cluster
+            ));
+        }
+        let other_routes = self
+            .gateway_server()
+            .route_config
+            .virtual_host(&self.stable_host)
+            .map_or(0, |vh| vh.routes.len().saturating_sub(1));
+        if other_routes > 0 {
+            extras.push(format!("{other_routes} matching route(s) before it"));
+        }
+        if !extras.is_empty() {
+            split = format!("{split} ({})", extras.join(", "));
+        }
         let hop = match self.gateway_server().protocol {
             ServerProtocol::Http => "plain HTTP",
             ServerProtocol::HttpsIstioMutual => "mTLS",
