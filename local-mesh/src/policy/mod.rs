@@ -62,7 +62,13 @@ impl Policy {
     /// only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
         let manifest = Manifest::parse(path, text)?;
-        translate::policy(path, &manifest)
+        Policy::from_manifest(path, &manifest)
+    }
+
+    /// Translates resources already read (e.g. a running set with applied resources merged in by
+    /// [`manifest::ResourceId`]); `path` is only used in messages.
+    pub fn from_manifest(path: &Path, manifest: &Manifest) -> Result<Policy, PolicyError> {
+        translate::policy(path, manifest)
     }
 }
 
