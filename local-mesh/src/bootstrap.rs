@@ -1,17 +1,26 @@
-//! Envoy bootstrap configurations (JSON) for the three Envoys, built from the policy and the
-//! addresses of the components already running. Names and shapes follow what Istio generates
-//! (`outbound|443||host` clusters, per-destination `host_rewrite_literal`, the fault filter with
-//! a per-route config, REGISTRY_ONLY's 502), so the Envoy admin pages read like a cluster's.
+//! Envoy bootstrap configurations (JSON) for the Envoys: the Cloud Foundry router, the egress
+//! gateway and each sidecar, built from the policy model and the addresses of the components
+//! already running. Names and shapes follow what istiod generates (`outbound|443||host`
+//! clusters, route configurations named per listener, per-destination `host_rewrite_literal`,
+//! the fault filter with a per-route config, the RBAC filter, REGISTRY_ONLY's 502), so the
+//! Envoy admin pages read like a cluster's. Where istiod uses SDS for the mesh certificates,
+//! the files written by certs.rs are referenced directly.
 //!
-//! Every listener binds 127.0.0.1 port 0; the chosen port is read back from the admin API.
+//! Each Envoy's listeners and clusters come from their own functions; [`bootstrap`] assembles
+//! them. Every listener binds 127.0.0.1 port 0; the chosen port is read back from the admin API.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::policy::{Abort, Destination, Policy, Retries, RouteRules};
+use crate::policy::{
+    Authorization, AuthzOperation, AuthzPolicy, AuthzSource, Cluster, Destination, Fault, Gateway,
+    GatewayServer, HeaderOperations, PathMatch, Retries, Route, RouteConfig, ServerProtocol,
+    Sidecar, StringMatch, Upstream, UpstreamTls, VirtualHost,
+};
 
 /// The Cloud Foundry router stand-in: TLS with SNI, routing by Host to the hello servers.
 #[derive(Debug, Clone)]
@@ -29,21 +38,55 @@ pub struct RouterRoute {
     pub app: SocketAddr,
 }
 
-/// The egress gateway stand-in: weighted split with TLS origination to the router.
+/// Where each kind of upstream listens locally; `None` (or no entry): not running (yet), so the
+/// cluster has no endpoint and Envoy answers 503 for it.
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams {
+    /// The egress gateway's listener for each of its servers' ports.
+    pub egress_gateway: BTreeMap<u16, SocketAddr>,
+    /// Where every Cloud Foundry hostname resolves locally (instead of DNS).
+    pub cf_router: Option<SocketAddr>,
+    pub proxy: Option<SocketAddr>,
+}
+
+impl Upstreams {
+    fn address(&self, upstream: Upstream, port: u16) -> Option<SocketAddr> {
+        match upstream {
+            Upstream::EgressGateway => self.egress_gateway.get(&port).copied(),
+            Upstream::CfRouter => self.cf_router,
+            Upstream::Proxy => self.proxy,
+        }
+    }
+}
+
+/// A proxy's mesh certificate and the mesh's root (istiod's SDS `default` and `ROOTCA`).
+#[derive(Debug, Clone)]
+pub struct MeshCertificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// The egress gateway: its mTLS server, authorization, routes and TLS origination.
 #[derive(Debug, Clone)]
 pub struct GatewaySpec<'a> {
-    pub policy: &'a Policy,
-    /// Where every Cloud Foundry hostname resolves locally (instead of DNS).
-    pub router: SocketAddr,
-    pub ca_cert: PathBuf,
+    pub gateway: &'a Gateway,
+    pub upstreams: Upstreams,
+    pub mesh_certificate: MeshCertificate,
+    /// The CA the gateway trusts for the Cloud Foundry routes (the DestinationRules'
+    /// `caCertificates`/`credentialName`, or the system roots, on a cluster).
+    pub origination_ca: PathBuf,
     pub access_log: PathBuf,
 }
 
-/// The proxy's sidecar stand-in: fault, timeout and retries, then the egress gateway.
+/// A workload's sidecar: its outbound routes and clusters.
 #[derive(Debug, Clone)]
 pub struct SidecarSpec<'a> {
-    pub policy: &'a Policy,
-    pub gateway: SocketAddr,
+    /// The Envoy's node id (`sidecar`, `caller-sidecar`).
+    pub name: &'a str,
+    pub sidecar: &'a Sidecar,
+    pub upstreams: Upstreams,
+    pub mesh_certificate: MeshCertificate,
     pub access_log: PathBuf,
 }
 
@@ -105,7 +148,7 @@ pub fn cf_router(spec: &RouterSpec) -> Value {
     let clusters: Vec<Value> = spec
         .routes
         .iter()
-        .map(|route| static_cluster(&app_cluster_name(&route.host), route.app, None))
+        .map(|route| static_cluster(&app_cluster_name(&route.host), Some(route.app), "1s"))
         .collect();
     bootstrap("cf-router", vec![listener], clusters)
 }
@@ -157,151 +200,448 @@ fn no_endpoints_reply() -> Value {
 }
 
 pub fn egress_gateway(spec: &GatewaySpec<'_>) -> Value {
-    let policy = spec.policy;
-    let route = &policy.gateway_route;
-    let weighted: Vec<Value> = route.destinations.iter().map(weighted_cluster).collect();
-    let virtual_host = json!({
-        "name": format!("{}:{}", policy.stable_host, policy.mesh_route.gateway_port),
-        "domains": domains(&policy.stable_host, policy.mesh_route.gateway_port),
-        "routes": [route_entry(
-            &route.rules,
-            json!({"weighted_clusters": {"clusters": weighted}}),
-        )],
+    bootstrap(
+        "egress-gateway",
+        gateway_listeners(spec),
+        gateway_clusters(spec),
+    )
+}
+
+/// The gateway's listeners, one per server (named `0.0.0.0_<port>`): mTLS requiring a mesh
+/// client certificate (SNI chosen by the server's hosts) for `HTTPS`/`ISTIO_MUTUAL`, plain HTTP
+/// otherwise; RBAC before the fault filter, as istiod orders them.
+pub fn gateway_listeners(spec: &GatewaySpec<'_>) -> Vec<Value> {
+    spec.gateway
+        .servers
+        .iter()
+        .map(|server| gateway_listener(spec, server))
+        .collect()
+}
+
+fn gateway_listener(spec: &GatewaySpec<'_>, server: &GatewayServer) -> Value {
+    let port = server.port;
+    let mut http_filters = rbac_filters(&spec.gateway.authorization);
+    http_filters.push(fault_filter());
+    http_filters.push(router_filter());
+    let manager = http_connection_manager(HttpConnectionManager {
+        stat_prefix: &format!("outbound_0.0.0.0_{port}"),
+        route_config: route_config(&server.route_config, None),
+        http_filters,
+        access_log: &spec.access_log,
+        use_remote_address: true,
+        strip_any_host_port: false,
+        local_reply_config: None,
     });
-    let port = policy.mesh_route.gateway_port;
-    let listener = json!({
+    let mut chain = json!({"filters": [manager]});
+    let mut listener = json!({
         "name": format!("0.0.0.0_{port}"),
         "address": loopback(0),
-        "filter_chains": [{"filters": [http_connection_manager(HttpConnectionManager {
-            stat_prefix: &format!("outbound_0.0.0.0_{port}"),
-            route_config: json!({"name": format!("http.{port}"), "virtual_hosts": [virtual_host]}),
-            http_filters: vec![fault_filter(), router_filter()],
-            access_log: &spec.access_log,
-            use_remote_address: true,
-            strip_any_host_port: false,
-            local_reply_config: None,
-        })]}],
     });
-    let clusters: Vec<Value> = route
-        .destinations
+    if server.protocol == ServerProtocol::HttpsIstioMutual {
+        let names: Vec<&String> = server.hosts.iter().filter(|h| *h != "*").collect();
+        if !names.is_empty() {
+            chain["filter_chain_match"] = json!({"server_names": names});
+        }
+        chain["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": true,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2", "http/1.1"],
+                    "tls_certificates": [tls_certificate(&spec.mesh_certificate)],
+                    // Any mesh identity may connect; the RBAC filter decides what it may do.
+                    "validation_context": {"trusted_ca": {"filename": spec.mesh_certificate.ca}},
+                },
+            },
+        });
+        listener["listener_filters"] = json!([tls_inspector()]);
+    }
+    listener["filter_chains"] = json!([chain]);
+    listener
+}
+
+pub fn gateway_clusters(spec: &GatewaySpec<'_>) -> Vec<Value> {
+    spec.gateway
+        .clusters
         .iter()
-        .map(|destination| {
-            let tls = destination
-                .tls
-                .as_ref()
-                .map(|tls| upstream_tls(destination, tls, &policy.stable_host, &spec.ca_cert));
-            static_cluster(
-                &outbound_cluster_name(destination.port, None, &destination.host),
-                spec.router,
-                tls,
+        .map(|c| {
+            cluster(
+                c,
+                &spec.upstreams,
+                &spec.mesh_certificate,
+                &spec.origination_ca,
             )
         })
-        .collect();
-    bootstrap("egress-gateway", vec![listener], clusters)
+        .collect()
 }
 
-/// Istio's per-destination `headers.request`: a host rewrite and header operations on the
-/// weighted cluster itself, so each destination gets its own Host.
-fn weighted_cluster(destination: &Destination) -> Value {
-    let mut cluster = json!({
-        "name": outbound_cluster_name(destination.port, None, &destination.host),
-        "weight": destination.weight,
-    });
-    if let Some(host) = &destination.host_rewrite {
-        cluster["host_rewrite_literal"] = json!(host);
-    }
-    let headers: Vec<Value> = destination
-        .set_headers
+/// The gateway servers' route configurations (RDS-ready: named as istiod names them).
+pub fn gateway_route_configs(gateway: &Gateway) -> Vec<Value> {
+    gateway
+        .servers
         .iter()
-        .map(|(name, value)| header_value(name, value, "OVERWRITE_IF_EXISTS_OR_ADD"))
-        .chain(
-            destination
-                .add_headers
-                .iter()
-                .map(|(name, value)| header_value(name, value, "APPEND_IF_EXISTS_OR_ADD")),
-        )
-        .collect();
-    if !headers.is_empty() {
-        cluster["request_headers_to_add"] = json!(headers);
-    }
-    if !destination.remove_headers.is_empty() {
-        cluster["request_headers_to_remove"] = json!(destination.remove_headers);
-    }
-    cluster
-}
-
-fn upstream_tls(
-    destination: &Destination,
-    tls: &crate::policy::OriginationTls,
-    stable_host: &str,
-    ca_cert: &Path,
-) -> Value {
-    // Istio's auto SNI uses the Host after rewriting when the DestinationRule names none.
-    let sni = tls
-        .sni
-        .clone()
-        .unwrap_or_else(|| destination.effective_host(stable_host).to_owned());
-    let mut common = json!({});
-    if tls.verify {
-        let names = if tls.subject_alt_names.is_empty() {
-            vec![sni.clone()]
-        } else {
-            tls.subject_alt_names.clone()
-        };
-        common["validation_context"] = json!({
-            "trusted_ca": {"filename": ca_cert},
-            "match_typed_subject_alt_names": names.iter().map(|name| json!({
-                "san_type": "DNS",
-                "matcher": {"exact": name},
-            })).collect::<Vec<_>>(),
-        });
-    }
-    json!({
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "sni": sni,
-            "common_tls_context": common,
-        },
-    })
+        .map(|server| route_config(&server.route_config, None))
+        .collect()
 }
 
 pub fn sidecar(spec: &SidecarSpec<'_>) -> Value {
-    let policy = spec.policy;
-    let mesh = &policy.mesh_route;
-    let gateway_cluster = outbound_cluster_name(
-        mesh.gateway_port,
-        mesh.gateway_subset.as_deref(),
-        &mesh.gateway_host,
-    );
-    let route = route_entry(&mesh.rules, json!({"cluster": gateway_cluster}));
-    let stable = json!({
-        "name": format!("{}:{}", policy.stable_host, policy.stable_port),
-        "domains": domains(&policy.stable_host, policy.stable_port),
-        "routes": [route],
-    });
-    // REGISTRY_ONLY: Istio's "block_all" virtual host answers 502 for every undeclared host.
-    let block_all = json!({
-        "name": "block_all",
-        "domains": ["*"],
-        "routes": [{"match": {"prefix": "/"}, "name": "block_all", "direct_response": {"status": 502}}],
-    });
-    let port = policy.stable_port;
-    let listener = json!({
-        "name": format!("0.0.0.0_{port}"),
+    bootstrap(spec.name, sidecar_listeners(spec), sidecar_clusters(spec))
+}
+
+/// The sidecar's outbound HTTP listener (one port: the proxy reaches it as its `http_proxy`).
+pub fn sidecar_listeners(spec: &SidecarSpec<'_>) -> Vec<Value> {
+    let name = &spec.sidecar.route_config.name;
+    vec![json!({
+        "name": format!("0.0.0.0_{name}"),
         "address": loopback(0),
         "filter_chains": [{"filters": [http_connection_manager(HttpConnectionManager {
-            stat_prefix: &format!("outbound_0.0.0.0_{port}"),
-            route_config: json!({"name": port.to_string(), "virtual_hosts": [stable, block_all]}),
+            stat_prefix: &format!("outbound_0.0.0.0_{name}"),
+            route_config: sidecar_route_config(spec.sidecar),
             http_filters: vec![fault_filter(), router_filter()],
             access_log: &spec.access_log,
             use_remote_address: false,
             strip_any_host_port: false,
             local_reply_config: None,
         })]}],
+    })]
+}
+
+pub fn sidecar_clusters(spec: &SidecarSpec<'_>) -> Vec<Value> {
+    spec.sidecar
+        .clusters
+        .iter()
+        .map(|c| {
+            cluster(
+                c,
+                &spec.upstreams,
+                &spec.mesh_certificate,
+                &spec.mesh_certificate.ca,
+            )
+        })
+        .collect()
+}
+
+/// The sidecar's route configuration, with REGISTRY_ONLY's `block_all` virtual host last.
+pub fn sidecar_route_config(sidecar: &Sidecar) -> Value {
+    // REGISTRY_ONLY: istiod's "block_all" virtual host answers 502 for every undeclared host.
+    let block_all = json!({
+        "name": "block_all",
+        "domains": ["*"],
+        "routes": [{"match": {"prefix": "/"}, "name": "block_all", "direct_response": {"status": 502}}],
+        "include_request_attempt_count": true,
     });
-    let clusters = vec![static_cluster(&gateway_cluster, spec.gateway, None)];
-    bootstrap("sidecar", vec![listener], clusters)
+    route_config(&sidecar.route_config, Some(block_all))
+}
+
+fn route_config(config: &RouteConfig, last: Option<Value>) -> Value {
+    let mut virtual_hosts: Vec<Value> = config.virtual_hosts.iter().map(virtual_host).collect();
+    virtual_hosts.extend(last);
+    // istiod lists domains without port and has Envoy ignore the port in Host.
+    json!({
+        "name": config.name,
+        "virtual_hosts": virtual_hosts,
+        "validate_clusters": false,
+        "ignore_port_in_host_matching": true,
+    })
+}
+
+/// istiod sets `include_request_attempt_count` on every virtual host (`x-envoy-attempt-count`).
+fn virtual_host(host: &VirtualHost) -> Value {
+    json!({
+        "name": host.name,
+        "domains": host.domains,
+        "routes": host.routes.iter().map(route).collect::<Vec<_>>(),
+        "include_request_attempt_count": true,
+    })
+}
+
+/// One Envoy route as istiod's `TranslateRoute` writes it.
+pub fn route(route: &Route) -> Value {
+    let mut action = json!({});
+    if route.weighted {
+        action["weighted_clusters"] = json!({
+            "clusters": route.destinations.iter().map(weighted_cluster).collect::<Vec<_>>(),
+        });
+    } else if let Some(destination) = route.destinations.first() {
+        action["cluster"] = json!(destination.cluster);
+    }
+    // A route-level Host rewrite wins; else a single destination's.
+    let single = (!route.weighted)
+        .then(|| route.destinations.first())
+        .flatten();
+    let host_rewrite = route
+        .host_rewrite
+        .clone()
+        .or_else(|| single.and_then(|d| d.headers.host_rewrite.clone()));
+    if let Some(host) = host_rewrite {
+        action["host_rewrite_literal"] = json!(host);
+    }
+    // istiod always writes a timeout: 0s (none) when the VirtualService sets none, which turns
+    // off Envoy's 15 s default.
+    // (istiod also writes the same value as the deprecated `max_grpc_timeout`, which only
+    // concerns gRPC requests; it is left out so Envoy does not warn at every start.)
+    action["timeout"] = json!(duration(route.timeout.unwrap_or(Duration::ZERO)));
+    if let Some(policy) = retry_policy(&route.retries) {
+        action["retry_policy"] = policy;
+    }
+    if !route.mirrors.is_empty() {
+        action["request_mirror_policies"] = route
+            .mirrors
+            .iter()
+            .map(|mirror| {
+                json!({
+                    "cluster": mirror.cluster,
+                    "runtime_fraction": {"default_value": per_million(mirror.percent)},
+                    "trace_sampled": false,
+                    // istiod (DISABLE_SHADOW_HOST_SUFFIX, on by default) keeps the Host as is.
+                    "disable_shadow_host_suffix_append": true,
+                })
+            })
+            .collect();
+    }
+    let mut out = json!({
+        "name": route.name,
+        "match": route_match(route),
+        "route": action,
+    });
+    let mut headers = route.headers.clone();
+    if let Some(destination) = single {
+        let d = &destination.headers;
+        headers.request_set.extend(d.request_set.iter().cloned());
+        headers.request_add.extend(d.request_add.iter().cloned());
+        headers
+            .request_remove
+            .extend(d.request_remove.iter().cloned());
+        headers.response_set.extend(d.response_set.iter().cloned());
+        headers.response_add.extend(d.response_add.iter().cloned());
+        headers
+            .response_remove
+            .extend(d.response_remove.iter().cloned());
+    }
+    apply_header_operations(&mut out, &headers);
+    if let Some(fault) = &route.fault {
+        out["typed_per_filter_config"] = json!({"envoy.filters.http.fault": self::fault(fault)});
+    }
+    out
+}
+
+fn route_match(route: &Route) -> Value {
+    let mut out = match &route.matcher.path {
+        None => json!({"prefix": "/"}),
+        Some(PathMatch::Prefix(prefix)) => json!({"prefix": prefix}),
+        Some(PathMatch::Exact(path)) => json!({"path": path}),
+        Some(PathMatch::Regex(regex)) => json!({"safe_regex": {"regex": regex}}),
+    };
+    if !route.matcher.headers.is_empty() {
+        out["headers"] = route
+            .matcher
+            .headers
+            .iter()
+            .map(|header| {
+                let string_match = match &header.value {
+                    StringMatch::Exact(v) => json!({"exact": v}),
+                    StringMatch::Prefix(v) if v.is_empty() => {
+                        return json!({"name": header.name, "present_match": true});
+                    }
+                    StringMatch::Prefix(v) => json!({"prefix": v}),
+                    StringMatch::Regex(v) => json!({"safe_regex": {"regex": v}}),
+                };
+                json!({"name": header.name, "string_match": string_match})
+            })
+            .collect();
+    }
+    out
+}
+
+/// Istio's per-destination `headers`: a Host rewrite and header operations on the weighted
+/// cluster itself, so each destination gets its own Host.
+fn weighted_cluster(destination: &Destination) -> Value {
+    let mut cluster = json!({
+        "name": destination.cluster,
+        "weight": destination.weight,
+    });
+    if let Some(host) = &destination.headers.host_rewrite {
+        cluster["host_rewrite_literal"] = json!(host);
+    }
+    apply_header_operations(&mut cluster, &destination.headers);
+    cluster
+}
+
+fn apply_header_operations(target: &mut Value, headers: &HeaderOperations) {
+    let to_add = |set: &[(String, String)], add: &[(String, String)]| -> Vec<Value> {
+        set.iter()
+            .map(|(name, value)| header_value(name, value, "OVERWRITE_IF_EXISTS_OR_ADD"))
+            .chain(
+                add.iter()
+                    .map(|(name, value)| header_value(name, value, "APPEND_IF_EXISTS_OR_ADD")),
+            )
+            .collect()
+    };
+    let request = to_add(&headers.request_set, &headers.request_add);
+    if !request.is_empty() {
+        target["request_headers_to_add"] = json!(request);
+    }
+    if !headers.request_remove.is_empty() {
+        target["request_headers_to_remove"] = json!(headers.request_remove);
+    }
+    let response = to_add(&headers.response_set, &headers.response_add);
+    if !response.is_empty() {
+        target["response_headers_to_add"] = json!(response);
+    }
+    if !headers.response_remove.is_empty() {
+        target["response_headers_to_remove"] = json!(headers.response_remove);
+    }
+}
+
+/// An Envoy cluster with istiod's circuit breakers, protocol options, outlier detection and TLS.
+pub fn cluster(
+    cluster: &Cluster,
+    upstreams: &Upstreams,
+    mesh_certificate: &MeshCertificate,
+    origination_ca: &Path,
+) -> Value {
+    let connect_timeout = duration(cluster.connect_timeout);
+    let mut out = static_cluster(
+        &cluster.name,
+        upstreams.address(cluster.upstream, cluster.port),
+        &connect_timeout,
+    );
+    let breakers = cluster.circuit_breakers;
+    out["circuit_breakers"] = json!({"thresholds": [{
+        "max_connections": breakers.max_connections,
+        "max_pending_requests": breakers.max_pending_requests,
+        "max_requests": breakers.max_requests,
+        "max_retries": breakers.max_retries,
+        "track_remaining": false,
+    }]});
+    let mut protocol_options = json!({
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    });
+    let mut common = json!({});
+    if let Some(max) = cluster.max_requests_per_connection {
+        common["max_requests_per_connection"] = json!(max);
+    }
+    if let Some(idle) = cluster.idle_timeout {
+        common["idle_timeout"] = json!(duration(idle));
+    }
+    if common.as_object().is_some_and(|o| !o.is_empty()) {
+        protocol_options["common_http_protocol_options"] = common;
+    }
+    protocol_options["explicit_http_config"] = if cluster.http2 {
+        json!({"http2_protocol_options": {}})
+    } else {
+        json!({"http_protocol_options": {}})
+    };
+    if let Some(outlier) = &cluster.outlier_detection {
+        let mut detection = json!({"enforcing_success_rate": 0});
+        if let Some(n) = outlier.consecutive_5xx {
+            detection["consecutive_5xx"] = json!(n);
+            detection["enforcing_consecutive_5xx"] = json!(if n > 0 { 100 } else { 0 });
+        }
+        if let Some(n) = outlier.consecutive_gateway_failure {
+            detection["consecutive_gateway_failure"] = json!(n);
+            detection["enforcing_consecutive_gateway_failure"] = json!(if n > 0 { 100 } else { 0 });
+        }
+        if let Some(interval) = outlier.interval {
+            detection["interval"] = json!(duration(interval));
+        }
+        if let Some(time) = outlier.base_ejection_time {
+            detection["base_ejection_time"] = json!(duration(time));
+        }
+        if let Some(percent) = outlier.max_ejection_percent {
+            detection["max_ejection_percent"] = json!(percent);
+        }
+        out["outlier_detection"] = detection;
+        out["common_lb_config"] =
+            json!({"healthy_panic_threshold": {"value": outlier.healthy_panic_threshold}});
+    }
+    match &cluster.tls {
+        UpstreamTls::Plain => {}
+        UpstreamTls::IstioMutual {
+            sni,
+            subject_alt_names,
+            alpn,
+        } => {
+            let mut validation = json!({"trusted_ca": {"filename": mesh_certificate.ca}});
+            if !subject_alt_names.is_empty() {
+                validation["match_typed_subject_alt_names"] =
+                    san_matchers("URI", subject_alt_names);
+            }
+            out["transport_socket"] = upstream_tls_socket(
+                Some(sni),
+                json!({
+                    "alpn_protocols": alpn,
+                    "tls_certificates": [tls_certificate(mesh_certificate)],
+                    "validation_context": validation,
+                }),
+            );
+        }
+        UpstreamTls::Simple {
+            sni,
+            verify,
+            subject_alt_names,
+            auto_san_validation,
+            alpn,
+        } => {
+            let mut common = json!({});
+            if !alpn.is_empty() {
+                common["alpn_protocols"] = json!(alpn);
+            }
+            if *verify {
+                let mut validation = json!({"trusted_ca": {"filename": origination_ca}});
+                if !subject_alt_names.is_empty() {
+                    validation["match_typed_subject_alt_names"] =
+                        san_matchers("DNS", subject_alt_names);
+                }
+                common["validation_context"] = validation;
+            }
+            out["transport_socket"] = upstream_tls_socket(sni.as_deref(), common);
+            // istiod's automatic SNI and SAN validation when the rule names no SNI: the Host
+            // after rewriting is sent, and (without SANs) checked.
+            if sni.is_none() {
+                protocol_options["upstream_http_protocol_options"] = json!({
+                    "auto_sni": true,
+                    "auto_san_validation": auto_san_validation,
+                });
+            }
+        }
+    }
+    out["typed_extension_protocol_options"] =
+        json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": protocol_options});
+    out
+}
+
+fn upstream_tls_socket(sni: Option<&str>, common_tls_context: Value) -> Value {
+    let mut context = json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common_tls_context,
+    });
+    if let Some(sni) = sni {
+        context["sni"] = json!(sni);
+    }
+    json!({"name": "envoy.transport_sockets.tls", "typed_config": context})
+}
+
+fn san_matchers(san_type: &str, names: &[String]) -> Value {
+    names
+        .iter()
+        .map(|name| json!({"san_type": san_type, "matcher": {"exact": name}}))
+        .collect()
+}
+
+fn tls_certificate(certificate: &MeshCertificate) -> Value {
+    json!({
+        "certificate_chain": {"filename": certificate.cert},
+        "private_key": {"filename": certificate.key},
+    })
+}
+
+fn tls_inspector() -> Value {
+    json!({
+        "name": "envoy.filters.listener.tls_inspector",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
+    })
 }
 
 /// Istio's cluster naming: `outbound|<port>|<subset>|<host>`.
@@ -309,32 +649,30 @@ pub fn outbound_cluster_name(port: u16, subset: Option<&str>, host: &str) -> Str
     format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
 }
 
-/// Istio's percentage becomes a fraction per million.
-fn fault(abort: Abort) -> Value {
-    let per_million = (abort.percent * 10_000.0).round() as u32;
-    json!({
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
-        "abort": {
-            "http_status": abort.status,
-            "percentage": {"numerator": per_million, "denominator": "MILLION"},
-        },
-    })
+/// Istio's percentages become fractions per million.
+fn per_million(percent: f64) -> Value {
+    json!({"numerator": (percent * 10_000.0).round() as u32, "denominator": "MILLION"})
 }
 
-/// The route of an Istio HTTP route: timeout and retries on the action, the abort as the fault
-/// filter's per-route config.
-fn route_entry(rules: &RouteRules, mut action: Value) -> Value {
-    // Istio always writes a timeout: 0s (none) when the VirtualService sets none, which turns off
-    // Envoy's 15 s default.
-    action["timeout"] = json!(duration(rules.timeout.unwrap_or(Duration::ZERO)));
-    if let Some(policy) = retry_policy(&rules.retries) {
-        action["retry_policy"] = policy;
+/// istiod's `TranslateFault`: an abort without percentage keeps Envoy's unset (0 %) fraction.
+fn fault(fault: &Fault) -> Value {
+    let mut out = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+    });
+    if let Some(delay) = fault.delay {
+        out["delay"] = json!({
+            "fixed_delay": duration(delay.fixed),
+            "percentage": per_million(delay.percent),
+        });
     }
-    let mut route = json!({"match": {"prefix": "/"}, "route": action});
-    if let Some(abort) = rules.abort {
-        route["typed_per_filter_config"] = json!({"envoy.filters.http.fault": fault(abort)});
+    if let Some(abort) = fault.abort {
+        let mut config = json!({"http_status": abort.status});
+        if let Some(percent) = abort.percent {
+            config["percentage"] = per_million(percent);
+        }
+        out["abort"] = config;
     }
-    route
+    out
 }
 
 /// Istio puts the fault filter in every HTTP filter chain; it acts only where a route configures it.
@@ -345,12 +683,151 @@ fn fault_filter() -> Value {
     })
 }
 
+/// The RBAC filters istiod puts on a proxy: DENY policies first, then ALLOW ones (an ALLOW
+/// filter without policies denies everything, as istiod's does).
+fn rbac_filters(authorization: &Authorization) -> Vec<Value> {
+    let mut filters = Vec::new();
+    let mut filter = |action: &str, policies: &[AuthzPolicy]| {
+        let policies: serde_json::Map<String, Value> = policies
+            .iter()
+            .map(|policy| (policy.name.clone(), rbac_policy(policy)))
+            .collect();
+        filters.push(json!({
+            "name": "envoy.filters.http.rbac",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+                "rules": {"action": action, "policies": policies},
+            },
+        }));
+    };
+    if !authorization.deny.is_empty() {
+        filter("DENY", &authorization.deny);
+    }
+    if let Some(allow) = &authorization.allow {
+        filter("ALLOW", allow);
+    }
+    filters
+}
+
+fn rbac_policy(policy: &AuthzPolicy) -> Value {
+    let permissions: Vec<Value> = if policy.to.is_empty() {
+        vec![json!({"any": true})]
+    } else {
+        policy.to.iter().map(rbac_permission).collect()
+    };
+    let principals: Vec<Value> = if policy.from.is_empty() {
+        vec![json!({"any": true})]
+    } else {
+        policy.from.iter().map(rbac_principal).collect()
+    };
+    json!({"permissions": permissions, "principals": principals})
+}
+
+fn rbac_permission(operation: &AuthzOperation) -> Value {
+    let mut rules = Vec::new();
+    let mut condition = |values: &[String], negated: bool, each: &dyn Fn(&str) -> Value| {
+        if values.is_empty() {
+            return;
+        }
+        let any =
+            json!({"or_rules": {"rules": values.iter().map(|v| each(v)).collect::<Vec<_>>()}});
+        rules.push(if negated {
+            json!({"not_rule": any})
+        } else {
+            any
+        });
+    };
+    let host = |value: &str| json!({"header": header_matcher(":authority", value, true)});
+    let method = |value: &str| json!({"header": header_matcher(":method", value, false)});
+    let path = |value: &str| json!({"url_path": {"path": string_matcher(value, false)}});
+    condition(&operation.hosts, false, &host);
+    condition(&operation.not_hosts, true, &host);
+    condition(&operation.methods, false, &method);
+    condition(&operation.not_methods, true, &method);
+    condition(&operation.paths, false, &path);
+    condition(&operation.not_paths, true, &path);
+    // An operation without conditions matches every request (Envoy wants a non-empty set).
+    if rules.is_empty() {
+        return json!({"any": true});
+    }
+    json!({"and_rules": {"rules": rules}})
+}
+
+fn rbac_principal(source: &AuthzSource) -> Value {
+    let mut ids = Vec::new();
+    let mut condition = |values: &[String], negated: bool, each: &dyn Fn(&str) -> Value| {
+        if values.is_empty() {
+            return;
+        }
+        let any = json!({"or_ids": {"ids": values.iter().map(|v| each(v)).collect::<Vec<_>>()}});
+        ids.push(if negated { json!({"not_id": any}) } else { any });
+    };
+    let principal =
+        |value: &str| json!({"authenticated": {"principal_name": string_matcher(value, false)}});
+    let namespace = |value: &str| {
+        let pattern = value
+            .split('*')
+            .map(regex_escape)
+            .collect::<Vec<_>>()
+            .join(".*");
+        json!({"authenticated": {"principal_name": {"safe_regex": {"regex": format!(".*/ns/{pattern}/.*")}}}})
+    };
+    condition(&source.principals, false, &principal);
+    condition(&source.not_principals, true, &principal);
+    condition(&source.namespaces, false, &namespace);
+    condition(&source.not_namespaces, true, &namespace);
+    if ids.is_empty() {
+        return json!({"any": true});
+    }
+    json!({"and_ids": {"ids": ids}})
+}
+
+/// istiod's `HostMatcher`: `*` present, `*x` suffix, `x*` prefix, else exact.
+fn header_matcher(name: &str, value: &str, ignore_case: bool) -> Value {
+    if value == "*" {
+        return json!({"name": name, "present_match": true});
+    }
+    json!({"name": name, "string_match": string_matcher(value, ignore_case)})
+}
+
+/// A string matcher with Istio's `*` wildcards (`spiffe://*` for any principal).
+fn string_matcher(value: &str, ignore_case: bool) -> Value {
+    let mut matcher = if value == "*" || value == "spiffe://*" {
+        json!({"safe_regex": {"regex": ".+"}})
+    } else if let Some(rest) = value.strip_suffix('*') {
+        json!({"prefix": rest})
+    } else if let Some(suffix) = value.strip_prefix("spiffe://*") {
+        json!({"suffix": suffix})
+    } else if let Some(suffix) = value.strip_prefix('*') {
+        json!({"suffix": suffix})
+    } else {
+        json!({"exact": value})
+    };
+    if ignore_case {
+        matcher["ignore_case"] = json!(true);
+    }
+    matcher
+}
+
+fn regex_escape(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn retry_policy(retries: &Retries) -> Option<Value> {
     let Retries::Enabled {
         attempts,
         per_try_timeout,
         retry_on,
         retriable_status_codes,
+        previous_hosts,
+        backoff,
     } = retries
     else {
         return None;
@@ -358,18 +835,23 @@ fn retry_policy(retries: &Retries) -> Option<Value> {
     let mut policy = json!({
         "retry_on": retry_on.join(","),
         "num_retries": attempts,
-        // As Istio: retry on a different host when there is one, and say how hard to look.
-        "retry_host_predicate": [{
-            "name": "envoy.retry_host_predicates.previous_hosts",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
-        }],
         "host_selection_retry_max_attempts": 5,
     });
+    if *previous_hosts {
+        // As istiod: retry on a different host when there is one.
+        policy["retry_host_predicate"] = json!([{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+        }]);
+    }
     if let Some(timeout) = per_try_timeout {
         policy["per_try_timeout"] = json!(duration(*timeout));
     }
     if !retriable_status_codes.is_empty() {
         policy["retriable_status_codes"] = json!(retriable_status_codes);
+    }
+    if let Some(base) = backoff {
+        policy["retry_back_off"] = json!({"base_interval": duration(*base)});
     }
     Some(policy)
 }
@@ -423,6 +905,10 @@ fn access_log(path: &Path) -> Value {
                 "sni": "%REQUESTED_SERVER_NAME%",
                 "upstream_cluster": "%UPSTREAM_CLUSTER%",
                 "upstream_host": "%UPSTREAM_HOST%",
+                "upstream_tls": "%UPSTREAM_TLS_VERSION%",
+                "upstream_failure": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+                "downstream_peer_uri_san": "%DOWNSTREAM_PEER_URI_SAN%",
+                "attempt_count_header": "%REQ(X-ENVOY-ATTEMPT-COUNT)%",
                 "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
                 "request_id": "%REQ(X-REQUEST-ID)%",
             }},
@@ -453,24 +939,24 @@ fn downstream_tls(cert: &Path, key: &Path) -> Value {
     })
 }
 
-/// A cluster of one fixed address: the local stand-in for DNS or Kubernetes endpoints.
-fn static_cluster(name: &str, address: SocketAddr, transport_socket: Option<Value>) -> Value {
-    let mut cluster = json!({
+/// A cluster of at most one fixed address: the local stand-in for DNS or Kubernetes endpoints.
+fn static_cluster(name: &str, address: Option<SocketAddr>, connect_timeout: &str) -> Value {
+    let endpoints: Vec<Value> = address
+        .map(
+            |address| json!({"lb_endpoints": [{"endpoint": {"address": socket_address(address)}}]}),
+        )
+        .into_iter()
+        .collect();
+    json!({
         "name": name,
         "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(address)}}]}],
-        },
-    });
-    if let Some(socket) = transport_socket {
-        cluster["transport_socket"] = socket;
-    }
-    cluster
+        "connect_timeout": connect_timeout,
+        "load_assignment": {"cluster_name": name, "endpoints": endpoints},
+    })
 }
 
-fn bootstrap(name: &str, listeners: Vec<Value>, clusters: Vec<Value>) -> Value {
+/// Assembles one Envoy's configuration from its listeners and clusters.
+pub fn bootstrap(name: &str, listeners: Vec<Value>, clusters: Vec<Value>) -> Value {
     json!({
         "node": {"id": name, "cluster": name},
         "admin": {"address": loopback(0)},
@@ -484,11 +970,6 @@ fn bootstrap(name: &str, listeners: Vec<Value>, clusters: Vec<Value>) -> Value {
             },
         }]},
     })
-}
-
-/// The Host values a virtual host answers: the name alone and with its port, as Istio lists them.
-fn domains(host: &str, port: u16) -> Vec<String> {
-    vec![host.to_owned(), format!("{host}:{port}")]
 }
 
 fn header_value(name: &str, value: &str, action: &str) -> Value {

@@ -21,7 +21,7 @@ use anyhow::Context as _;
 pub use crate::config::Config;
 
 use crate::mesh::{CallerOptions, Mesh, MeshEvent, MeshOptions};
-use crate::policy::{Policy, Retries};
+use crate::policy::Policy;
 
 /// The workspace this binary was built from: where k8s/, .venv and .local-mesh live.
 pub fn repo_root() -> PathBuf {
@@ -173,55 +173,7 @@ fn print_components(mesh: &Mesh) {
 
 /// One line saying what the mesh will do.
 pub fn describe(policy: &Policy) -> String {
-    let rules = &policy.mesh_route.rules;
-    let mut parts = Vec::new();
-    if let Some(abort) = rules.abort {
-        parts.push(format!(
-            "abort {} for {}% of calls",
-            abort.status, abort.percent
-        ));
-    }
-    if let Some(timeout) = rules.timeout {
-        parts.push(format!("timeout {timeout:?}"));
-    }
-    match &rules.retries {
-        Retries::Disabled => parts.push("no retries".to_owned()),
-        Retries::Enabled {
-            attempts,
-            per_try_timeout,
-            retry_on,
-            retriable_status_codes,
-        } => {
-            let per_try = per_try_timeout
-                .map(|t| format!(" of {t:?}"))
-                .unwrap_or_default();
-            let codes = retriable_status_codes
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>();
-            parts.push(format!(
-                "{attempts} retries{per_try} on {}{}",
-                retry_on.join(","),
-                if codes.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{}]", codes.join(","))
-                }
-            ));
-        }
-    }
-    let split = policy
-        .gateway_route
-        .destinations
-        .iter()
-        .map(|d| format!("{} {}", d.host, d.weight))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "{} -> {}; then {split}",
-        policy.stable_host,
-        parts.join(", ")
-    )
+    policy.summary()
 }
 
 /// `<base>/<local time>`, with a suffix if two runs start within the same second.

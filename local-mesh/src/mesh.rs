@@ -1,8 +1,9 @@
 //! Starting the whole flow on loopback, each component after the one it talks to is ready:
 //!
 //! ```text
-//! traffic -> app-that-calls-externally --http_proxy--> sidecar (Envoy)
-//!         -> egress gateway (Envoy) --TLS--> CF router (Envoy) -> hello-cf v1 | v2
+//! traffic --http_proxy--> caller-sidecar (Envoy) -> app-that-calls-externally
+//!         --http_proxy--> sidecar (Envoy) --mTLS--> egress gateway (Envoy)
+//!         --TLS--> CF router (Envoy) -> hello-cf v1 | v2
 //! ```
 
 use std::collections::BTreeMap;
@@ -15,16 +16,19 @@ use anyhow::{Context as _, anyhow, bail};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::bootstrap::{self, GatewaySpec, RouterRoute, RouterSpec, SidecarSpec};
+use crate::bootstrap::{
+    self, GatewaySpec, MeshCertificate, RouterRoute, RouterSpec, SidecarSpec, Upstreams,
+};
 use crate::certs::{self, Certificates};
 use crate::envoy;
-use crate::policy::{HelloVersion, Policy};
+use crate::policy::{HelloVersion, Identity, Policy};
 use crate::programs::Programs;
 use crate::supervisor::{self, Event, ProcessSpec, Supervisor};
 
 pub const CF_ROUTER: &str = "cf-router";
 pub const EGRESS_GATEWAY: &str = "egress-gateway";
 pub const SIDECAR: &str = "sidecar";
+pub const CALLER_SIDECAR: &str = "caller-sidecar";
 pub const PROXY: &str = "app-that-calls-externally";
 pub const CALLER: &str = "traffic";
 
@@ -36,6 +40,9 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const PROXY_UPSTREAM_TIMEOUT: &str = "4s";
 /// The caller's timeout, above both.
 pub const CALLER_TIMEOUT: &str = "10s";
+
+/// The Kubernetes Service in front of the proxy, as the caller names it (k8s/traffic.yml).
+pub const PROXY_SERVICE: &str = "service-that-calls-externally";
 
 /// The name of the hello-cf component of one version.
 pub fn hello_component(version: HelloVersion) -> String {
@@ -70,8 +77,12 @@ pub struct CallerOptions {
 pub struct Addresses {
     pub hello: BTreeMap<HelloVersion, SocketAddr>,
     pub cf_router: SocketAddr,
+    /// The gateway's listener for the server the proxy's calls go to.
     pub egress_gateway: SocketAddr,
+    /// Its listener for each server, by port.
+    pub egress_gateway_ports: BTreeMap<u16, SocketAddr>,
     pub sidecar: SocketAddr,
+    pub caller_sidecar: SocketAddr,
     pub proxy: SocketAddr,
     pub proxy_admin: SocketAddr,
 }
@@ -132,7 +143,13 @@ impl Mesh {
             .iter()
             .map(|cf| cf.host.clone())
             .collect();
-        let certificates = certs::generate(&options.run_dir.join("certs"), &hosts)?;
+        let policy = &options.policy;
+        let identities = [
+            policy.proxy_sidecar.identity.clone(),
+            policy.caller_sidecar.identity.clone(),
+            policy.gateway.identity.clone(),
+        ];
+        let certificates = certs::generate(&options.run_dir.join("certs"), &hosts, &identities)?;
         let (supervisor, events) = Supervisor::new();
         demo_common::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
@@ -178,9 +195,14 @@ impl Mesh {
         &self.run_dir
     }
 
-    /// The CA the egress gateway trusts for the Cloud Foundry routes.
+    /// The CA the egress gateway trusts for the Cloud Foundry routes, and the mesh's root.
     pub fn ca_cert(&self) -> &Path {
         &self.certificates.ca_cert
+    }
+
+    /// The certificates generated at start (the mesh's workloads' and the router's).
+    pub fn certificates(&self) -> &Certificates {
+        &self.certificates
     }
 
     /// The access log of one Envoy component (JSON lines).
@@ -210,12 +232,17 @@ impl Mesh {
         rows.push((
             EGRESS_GATEWAY.into(),
             Some(a.egress_gateway),
-            "istio-egressgateway (port 80)",
+            "istio-egressgateway in istio-system",
         ));
         rows.push((
             SIDECAR.into(),
             Some(a.sidecar),
             "the istio-proxy sidecar of the proxy pod",
+        ));
+        rows.push((
+            CALLER_SIDECAR.into(),
+            Some(a.caller_sidecar),
+            "the istio-proxy sidecar of the caller pod",
         ));
         rows.push((
             PROXY.into(),
@@ -332,36 +359,84 @@ impl Starter<'_> {
                 }),
             )
             .await?;
-        let egress_gateway = self
-            .start_envoy(
+        let mesh_certificate = |identity: &Identity| {
+            let workload = certificates
+                .workload(identity)
+                .with_context(|| format!("no certificate for {}", identity.spiffe_id()))?;
+            Ok::<_, anyhow::Error>(MeshCertificate {
+                cert: workload.cert.clone(),
+                key: workload.key.clone(),
+                ca: certificates.ca_cert.clone(),
+            })
+        };
+        let gateway_listeners = self
+            .start_envoy_listeners(
                 EGRESS_GATEWAY,
                 &bootstrap::egress_gateway(&GatewaySpec {
-                    policy,
-                    router: cf_router,
-                    ca_cert: certificates.ca_cert.clone(),
+                    gateway: &policy.gateway,
+                    upstreams: Upstreams {
+                        cf_router: Some(cf_router),
+                        ..Upstreams::default()
+                    },
+                    mesh_certificate: mesh_certificate(&policy.gateway.identity)?,
+                    origination_ca: certificates.ca_cert.clone(),
                     access_log: self.access_log(EGRESS_GATEWAY),
                 }),
             )
             .await?;
+        // Listeners are named `0.0.0.0_<port>` after the server they stand for.
+        let egress_gateway_ports: BTreeMap<u16, SocketAddr> = gateway_listeners
+            .iter()
+            .filter_map(|(name, address)| {
+                let port = name.rsplit('_').next()?.parse().ok()?;
+                Some((port, *address))
+            })
+            .collect();
+        let egress_gateway = *egress_gateway_ports
+            .get(&policy.gateway_server().port)
+            .context("the egress gateway has no listener for the proxy's server")?;
+        // The proxy's address is chosen first: the sidecars know the Service behind it.
+        let proxy = free_loopback_port()?;
+        let upstreams = Upstreams {
+            egress_gateway: egress_gateway_ports.clone(),
+            cf_router: Some(cf_router),
+            proxy: Some(proxy),
+        };
         let sidecar = self
             .start_envoy(
                 SIDECAR,
                 &bootstrap::sidecar(&SidecarSpec {
-                    policy,
-                    gateway: egress_gateway,
+                    name: SIDECAR,
+                    sidecar: &policy.proxy_sidecar,
+                    upstreams: upstreams.clone(),
+                    mesh_certificate: mesh_certificate(&policy.proxy_sidecar.identity)?,
                     access_log: self.access_log(SIDECAR),
                 }),
             )
             .await?;
-        let (proxy, proxy_admin) = self.start_proxy(sidecar).await?;
+        let proxy_admin = self.start_proxy(proxy, sidecar).await?;
+        let caller_sidecar = self
+            .start_envoy(
+                CALLER_SIDECAR,
+                &bootstrap::sidecar(&SidecarSpec {
+                    name: CALLER_SIDECAR,
+                    sidecar: &policy.caller_sidecar,
+                    upstreams,
+                    mesh_certificate: mesh_certificate(&policy.caller_sidecar.identity)?,
+                    access_log: self.access_log(CALLER_SIDECAR),
+                }),
+            )
+            .await?;
         if let Some(caller) = &self.options.caller {
-            self.start_caller(caller, proxy)?;
+            self.start_caller(caller, caller_sidecar)?;
         }
         Ok(Addresses {
             hello,
             cf_router,
             egress_gateway,
+            egress_gateway_ports,
             sidecar,
+            caller_sidecar,
             proxy,
             proxy_admin,
         })
@@ -401,12 +476,23 @@ impl Starter<'_> {
         Ok(address)
     }
 
-    /// Writes the bootstrap, starts Envoy, waits until it is live and returns its listener's address.
+    /// Writes the bootstrap, starts Envoy, waits until it is live and returns its (first)
+    /// listener's address.
     async fn start_envoy(
         &mut self,
         name: &str,
         config: &serde_json::Value,
     ) -> anyhow::Result<SocketAddr> {
+        let listeners = self.start_envoy_listeners(name, config).await?;
+        Ok(listeners[0].1)
+    }
+
+    /// Like [`Starter::start_envoy`], returning every listener's name and address.
+    async fn start_envoy_listeners(
+        &mut self,
+        name: &str,
+        config: &serde_json::Value,
+    ) -> anyhow::Result<Vec<(String, SocketAddr)>> {
         let dir = &self.options.run_dir;
         let config_path = dir.join(format!("{name}.json"));
         let text =
@@ -431,7 +517,7 @@ impl Starter<'_> {
             &format!("http://{admin}/ready"),
         )
         .await?;
-        self.listener_address(name, admin).await
+        self.listener_addresses(name, admin).await
     }
 
     async fn wait_admin_address(&self, name: &str, file: &Path) -> anyhow::Result<SocketAddr> {
@@ -446,8 +532,13 @@ impl Starter<'_> {
         .await
     }
 
-    /// The address of the only listener, as the admin API reports it (it was bound to port 0).
-    async fn listener_address(&self, name: &str, admin: SocketAddr) -> anyhow::Result<SocketAddr> {
+    /// The name and address of each listener, as the admin API reports them (each was bound to
+    /// port 0).
+    async fn listener_addresses(
+        &self,
+        name: &str,
+        admin: SocketAddr,
+    ) -> anyhow::Result<Vec<(String, SocketAddr)>> {
         let url = format!("http://{admin}/listeners?format=json");
         let body = self
             .http
@@ -461,23 +552,34 @@ impl Starter<'_> {
             .with_context(|| format!("{name}: GET {url}"))?;
         let listeners: serde_json::Value =
             serde_json::from_slice(&body).with_context(|| format!("{name}: {url} is not JSON"))?;
-        let socket = &listeners["listener_statuses"][0]["local_address"]["socket_address"];
-        let ip = socket["address"].as_str().and_then(|ip| ip.parse().ok());
-        let port = socket["port_value"]
-            .as_u64()
-            .and_then(|port| u16::try_from(port).ok());
-        match (ip, port) {
-            (Some(ip), Some(port)) if port != 0 => Ok(SocketAddr::new(ip, port)),
-            _ => bail!("{name}: cannot read the listener address from {url}: {listeners}"),
+        let statuses = listeners["listener_statuses"].as_array();
+        let mut addresses = Vec::new();
+        for status in statuses.into_iter().flatten() {
+            let socket = &status["local_address"]["socket_address"];
+            let ip = socket["address"].as_str().and_then(|ip| ip.parse().ok());
+            let port = socket["port_value"]
+                .as_u64()
+                .and_then(|port| u16::try_from(port).ok());
+            match (status["name"].as_str(), ip, port) {
+                (Some(listener), Some(ip), Some(port)) if port != 0 => {
+                    addresses.push((listener.to_owned(), SocketAddr::new(ip, port)));
+                }
+                _ => bail!("{name}: cannot read the listener address from {url}: {listeners}"),
+            }
         }
+        if addresses.is_empty() {
+            bail!("{name}: no listener in {url}: {listeners}");
+        }
+        Ok(addresses)
     }
 
+    /// Starts the proxy on `address`; returns its admin address.
     async fn start_proxy(
         &mut self,
+        address: SocketAddr,
         sidecar: SocketAddr,
-    ) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    ) -> anyhow::Result<SocketAddr> {
         let policy = &self.options.policy;
-        let address = free_loopback_port()?;
         let admin = free_loopback_port()?;
         let upstream = match policy.stable_port {
             80 => format!("http://{}/", policy.stable_host),
@@ -507,12 +609,18 @@ impl Starter<'_> {
             &format!("http://{admin}/readyz"),
         )
         .await?;
-        Ok((address, admin))
+        Ok(admin)
     }
 
-    fn start_caller(&mut self, caller: &CallerOptions, proxy: SocketAddr) -> anyhow::Result<()> {
+    /// The caller calls the proxy's Service by name through its own sidecar, as in its pod.
+    fn start_caller(
+        &mut self,
+        caller: &CallerOptions,
+        caller_sidecar: SocketAddr,
+    ) -> anyhow::Result<()> {
         let mut vars = vec![
-            env("URL", format!("http://{proxy}/")),
+            env("URL", format!("http://{PROXY_SERVICE}/")),
+            env("http_proxy", format!("http://{caller_sidecar}")),
             env("INTERVAL", format!("{}", caller.interval.as_secs_f64())),
             env("TIMEOUT", CALLER_TIMEOUT),
         ];

