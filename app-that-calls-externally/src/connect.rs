@@ -255,15 +255,7 @@ pub enum ConnectError {
 
 /// A short, lower-case reason for common socket errors; the OS text otherwise.
 pub(crate) fn describe_io(error: &io::Error) -> String {
-    match error.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        io::ErrorKind::ConnectionReset => "connection reset".into(),
-        io::ErrorKind::TimedOut => "timed out".into(),
-        io::ErrorKind::HostUnreachable => "host unreachable".into(),
-        io::ErrorKind::NetworkUnreachable => "network unreachable".into(),
-        io::ErrorKind::UnexpectedEof => "connection closed".into(),
-        _ => error.to_string(),
-    }
+    demo_common::error::io_reason(error.kind()).map_or_else(|| error.to_string(), str::to_owned)
 }
 
 /// Opens new upstream connections along the configured route.

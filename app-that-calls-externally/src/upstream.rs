@@ -8,7 +8,6 @@
 //! less CPU per request than checking a connection out of hyper-util's pool for every request
 //! (bench/README.md).
 
-use std::error::Error as _;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -34,30 +33,6 @@ pub(crate) enum UpstreamError {
     Connect(#[from] ConnectError),
     #[error(transparent)]
     Http(#[from] hyper::Error),
-}
-
-impl UpstreamError {
-    /// The HTTP error and its causes, joined with ": ".
-    pub(crate) fn describe(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = self.source();
-        while let Some(error) = cause {
-            text.push_str(": ");
-            text.push_str(&error.to_string());
-            cause = error.source();
-        }
-        text
-    }
-
-    /// The first cause of type `E`, this error's own kind included.
-    pub(crate) fn find<E: std::error::Error + 'static>(&self) -> Option<&E> {
-        let own: &(dyn std::error::Error + 'static) = match self {
-            UpstreamError::Connect(error) => error,
-            UpstreamError::Http(error) => error,
-        };
-        std::iter::successors(Some(own), |&error| error.source())
-            .find_map(|error| error.downcast_ref::<E>())
-    }
 }
 
 /// The connector and the idle list, shared by all client connections.
