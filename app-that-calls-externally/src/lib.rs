@@ -21,7 +21,7 @@ use demo_common::server::{Drain, Readiness, Server, ServerOptions, health_routes
 
 pub use body::{BodyError, Direction, ProxyBody};
 pub use config::{Config, UpstreamProxy, UpstreamUrl};
-pub use connect::{ConnectError, SetupError};
+pub use connect::SetupError;
 pub use proxy::Proxy;
 
 /// The admin port answers only quick health checks, so its drain is short.

@@ -45,7 +45,12 @@ impl Proxy {
             tracing::warn!("UPSTREAM_CA_CERT has no effect: the upstream is plain http");
         }
         let route = route_for(&config.upstream_url, &config.upstream_proxy)?;
-        let connector = Connector::new(&config.upstream_url, route.clone(), extra_roots)?;
+        let connector = Connector::new(
+            &config.upstream_url,
+            &route,
+            extra_roots,
+            config.upstream_timeout,
+        )?;
         Ok(Self {
             shared: Arc::new(Shared {
                 upstreams: Upstreams::new(connector),
