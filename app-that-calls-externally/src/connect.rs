@@ -6,11 +6,8 @@
 //! The route is decided once at start-up, from hyper-util's proxy `Matcher`: there is only one
 //! upstream, so there is nothing to match per request.
 
-use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use demo_common::error;
@@ -22,8 +19,8 @@ use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::io::InspectReader;
 use tower::ServiceExt as _;
 use tower::util::BoxCloneSyncService;
 
@@ -370,6 +367,9 @@ async fn tunnel(
     upstream: Uri,
 ) -> Result<TokioIo<TcpStream>, ConnectError> {
     let name = proxy_name(&proxy);
+    // hyper-util's TunnelError says only "unsuccessful": the start of the proxy's answer is kept
+    // for its status line (`403 Forbidden`, `407 Proxy Authentication Required`), which tells
+    // the user why. The stream is unwrapped once the tunnel is up, so requests never pass here.
     let answer = Arc::new(Mutex::new(Vec::new()));
     let recorded = Arc::clone(&answer);
     let to_proxy = tcp
@@ -378,17 +378,22 @@ async fn tunnel(
             move |error| ConnectError::proxy(&name, ConnectError::tcp(&name, &error))
         })
         .map_response(move |tcp: TokioIo<TcpStream>| {
-            TokioIo::new(Recording {
-                tcp: tcp.into_inner(),
-                answer: Arc::clone(&recorded),
-            })
+            let answer = Arc::clone(&recorded);
+            TokioIo::new(InspectReader::new(
+                tcp.into_inner(),
+                move |read: &[u8]| {
+                    let mut answer = answer.lock().unwrap_or_else(PoisonError::into_inner);
+                    let room = RECORDED_ANSWER.saturating_sub(answer.len());
+                    answer.extend_from_slice(&read[..read.len().min(room)]);
+                },
+            ))
         });
     let mut tunnel = Tunnel::new(proxy, to_proxy);
     if let Some(credentials) = credentials {
         tunnel = tunnel.with_auth(credentials);
     }
     let failed = match tunnel.oneshot(upstream).await {
-        Ok(io) => return Ok(TokioIo::new(io.into_inner().tcp)),
+        Ok(io) => return Ok(TokioIo::new(io.into_inner().into_inner())),
         Err(failed) => failed,
     };
     // hyper-util's TunnelError cannot be named outside its crate: what failed is read from its
@@ -427,52 +432,6 @@ fn proxy_name(proxy: &Uri) -> String {
 
 /// Enough of a proxy's answer to CONNECT for its status line.
 const RECORDED_ANSWER: usize = 256;
-
-/// The connection to a proxy while it answers CONNECT, keeping the start of that answer.
-///
-/// Hand-written because hyper-util's `TunnelError` says only "unsuccessful": the status line the
-/// proxy sent (`403 Forbidden`, `407 Proxy Authentication Required`, `503 Service Unavailable`)
-/// is what tells the user why, and the 502 body names it. Unwrapped once the tunnel is up, so
-/// requests never pass through it.
-struct Recording {
-    tcp: TcpStream,
-    answer: Arc<Mutex<Vec<u8>>>,
-}
-
-impl AsyncRead for Recording {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let start = buf.filled().len();
-        ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
-        let read = &buf.filled()[start..];
-        let mut answer = this.answer.lock().unwrap_or_else(PoisonError::into_inner);
-        let room = RECORDED_ANSWER.saturating_sub(answer.len());
-        answer.extend_from_slice(&read[..read.len().min(room)]);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Recording {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -584,8 +543,7 @@ mod tests {
         let error = tokio::time::timeout(Duration::from_secs(20), connector.connect())
             .await
             .expect("the tunnel attempt ends")
-            .err()
-            .expect("the tunnel is refused");
+            .expect_err("the tunnel is refused");
         (proxy, error.to_string())
     }
 
