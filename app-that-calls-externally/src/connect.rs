@@ -336,6 +336,7 @@ impl Connector {
     }
 }
 
+/// `tcp` along `route`, its errors told as the 502 body tells them.
 fn tcp_route(tcp: HttpConnector, route: &Route, upstream: &UpstreamUrl) -> TcpRoute {
     match route.clone() {
         Route::Direct => {
@@ -358,6 +359,9 @@ fn tcp_route(tcp: HttpConnector, route: &Route, upstream: &UpstreamUrl) -> TcpRo
         }
     }
 }
+
+/// Enough of a proxy's answer to CONNECT for its status line.
+const RECORDED_ANSWER: usize = 256;
 
 /// Opens a CONNECT tunnel through `proxy` to `upstream` with hyper-util's `Tunnel`.
 async fn tunnel(
@@ -429,9 +433,6 @@ fn proxy_name(proxy: &Uri) -> String {
         .authority()
         .map_or_else(|| proxy.to_string(), ToString::to_string)
 }
-
-/// Enough of a proxy's answer to CONNECT for its status line.
-const RECORDED_ANSWER: usize = 256;
 
 #[cfg(test)]
 mod tests {
