@@ -277,21 +277,21 @@ enum Connect {
 }
 
 impl Connector {
-    /// A connector for `upstream` along `route`; each TCP connection attempt gives up after
-    /// `connect_timeout` (shared between the addresses a name resolves to).
+    /// A connector for `upstream` along `route`.
     pub(crate) fn new(
         upstream: &UpstreamUrl,
         route: &Route,
         extra_roots: Vec<CertificateDer<'static>>,
-        connect_timeout: Duration,
     ) -> Result<Self, SetupError> {
         let mut tcp = HttpConnector::new();
         // An https upstream's URL reaches it too: TLS goes on top of what it opens.
         tcp.enforce_http(false);
         // Requests are small and latency matters more than packet count.
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(connect_timeout));
         tcp.set_happy_eyeballs_timeout(Some(HAPPY_EYEBALLS_DELAY));
+        // No connect timeout of its own: UPSTREAM_TIMEOUT bounds the whole attempt, connecting
+        // included, and answers 504. An equal timer here would race it and turn some of those
+        // into 502 "timed out" (seen under load in the resilience suite).
         let tcp = tcp_route(tcp, route, upstream);
         let connect = if upstream.is_https() {
             let name = ServerName::try_from(upstream.host().to_owned()).map_err(|_| {
@@ -539,8 +539,7 @@ mod tests {
         let proxy = answering_proxy(answer).await;
         let upstream = url("https://hello.external/");
         let route = route_for(&upstream, &UpstreamProxy::Url(format!("http://{proxy}"))).unwrap();
-        let connector =
-            Connector::new(&upstream, &route, Vec::new(), Duration::from_secs(5)).unwrap();
+        let connector = Connector::new(&upstream, &route, Vec::new()).unwrap();
         let error = tokio::time::timeout(Duration::from_secs(20), connector.connect())
             .await
             .expect("the tunnel attempt ends")

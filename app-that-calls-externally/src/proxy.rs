@@ -45,12 +45,7 @@ impl Proxy {
             tracing::warn!("UPSTREAM_CA_CERT has no effect: the upstream is plain http");
         }
         let route = route_for(&config.upstream_url, &config.upstream_proxy)?;
-        let connector = Connector::new(
-            &config.upstream_url,
-            &route,
-            extra_roots,
-            config.upstream_timeout,
-        )?;
+        let connector = Connector::new(&config.upstream_url, &route, extra_roots)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 upstreams: Upstreams::new(connector),
