@@ -247,7 +247,7 @@ impl UpstreamUrl {
         Uri::from_parts(parts).ok()
     }
 
-    /// `scheme://authority`, as the proxy variables' matcher sees the upstream.
+    /// `scheme://authority/`: the upstream as the proxy matcher and the connector are given it.
     pub(crate) fn origin(&self) -> Uri {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
@@ -256,7 +256,7 @@ impl UpstreamUrl {
         Uri::from_parts(parts).expect("scheme and authority were parsed from a URI")
     }
 
-    /// `host:port` as a CONNECT request names it (IPv6 in brackets).
+    /// `host:port` (IPv6 in brackets), as error messages name the upstream's endpoint.
     pub(crate) fn connect_target(&self) -> String {
         format!("{}:{}", self.authority.host(), self.port)
     }

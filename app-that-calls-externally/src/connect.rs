@@ -1,34 +1,30 @@
-//! Opening connections to the one upstream: directly, through an HTTP proxy (absolute-form
-//! requests, as `http_proxy` asks), or through a CONNECT tunnel for an https upstream, with
-//! TLS verified against the system roots plus an optional extra CA.
+//! Opening connections to the one upstream from hyper-util and hyper-rustls pieces: directly,
+//! through an HTTP proxy (absolute-form requests, as `http_proxy` asks), or through a CONNECT
+//! tunnel for an https upstream, with TLS verified against the system roots plus an optional
+//! extra CA.
 //!
-//! The route is decided once at start-up: there is only one upstream, so there is nothing
-//! to match per request.
+//! The route is decided once at start-up, from hyper-util's proxy `Matcher`: there is only one
+//! upstream, so there is nothing to match per request.
 
-use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use demo_common::error;
 use http::{HeaderValue, Uri};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+use tokio_util::io::InspectReader;
+use tower::ServiceExt as _;
+use tower::util::BoxCloneSyncService;
 
 use crate::config::{UpstreamProxy, UpstreamUrl};
-
-/// A host and port to open a TCP connection to.
-#[derive(Debug, Clone)]
-struct Endpoint {
-    host: String,
-    port: u16,
-}
 
 /// How connections reach the upstream.
 #[derive(Debug, Clone)]
@@ -93,21 +89,19 @@ pub(crate) fn route_for(
     upstream: &UpstreamUrl,
     setting: &UpstreamProxy,
 ) -> Result<Route, SetupError> {
-    let (source_name, value, no_proxy) = match setting {
+    let (matcher, source_name, value) = match setting {
         UpstreamProxy::Direct => return Ok(Route::Direct),
-        UpstreamProxy::Url(url) => ("the upstream proxy".to_owned(), url.clone(), String::new()),
+        UpstreamProxy::Url(url) => (
+            Matcher::builder().all(url.as_str()).build(),
+            "the upstream proxy".to_owned(),
+            url.clone(),
+        ),
         UpstreamProxy::Environment => {
-            let names: &[&str] = if upstream.is_https() {
-                &["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
-            } else {
-                &["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
-            };
-            let Some((name, value)) = first_env(names) else {
+            let matcher = Matcher::from_env();
+            let Some((name, value)) = proxy_variable(upstream.is_https()) else {
                 return Ok(Route::Direct);
             };
-            let no_proxy =
-                first_env(&["no_proxy", "NO_PROXY"]).map_or_else(String::new, |(_, v)| v);
-            (format!("env {name}"), value, no_proxy)
+            (matcher, format!("env {name}"), value)
         }
     };
     let invalid = |reason: &str| SetupError::Proxy {
@@ -116,29 +110,44 @@ pub(crate) fn route_for(
         reason: reason.to_owned(),
     };
     let origin = upstream.origin();
-    // The matcher ignores values it cannot parse; check the value alone first so a typo is
-    // an error, not a silent direct connection.
-    let intercept = Matcher::builder()
-        .all(value.clone())
+    // The matcher drops a value it cannot parse; checked alone, such a value is a start-up
+    // error, not a silent direct connection.
+    let alone = Matcher::builder()
+        .all(value.as_str())
         .build()
         .intercept(&origin)
         .ok_or_else(|| invalid("not a proxy URL (expected http://host:port)"))?;
-    let applies = Matcher::builder()
-        .all(value.clone())
-        .no(no_proxy)
-        .build()
-        .intercept(&origin)
-        .is_some();
-    if !applies {
+    proxy_uri(&alone).map_err(|reason| invalid(&reason))?;
+    // NO_PROXY may still send the upstream direct.
+    let Some(intercept) = matcher.intercept(&origin) else {
         return Ok(Route::Direct);
-    }
-    let proxy = proxy_uri(&intercept).map_err(|reason| invalid(&reason))?;
+    };
+    let proxy = intercept.uri().clone();
     let credentials = intercept.basic_auth().cloned();
     Ok(if upstream.is_https() {
         Route::Tunnel { proxy, credentials }
     } else {
         Route::Forward { proxy, credentials }
     })
+}
+
+/// The variable `Matcher::from_env` takes the upstream's proxy from, and its value: the
+/// scheme's own pair (`HTTP_PROXY`/`http_proxy`, `HTTPS_PROXY`/`https_proxy`), else
+/// `ALL_PROXY`/`all_proxy`, upper case first, as the matcher reads them. Looked up only to name
+/// the variable in an error and to catch a value the matcher dropped.
+fn proxy_variable(https: bool) -> Option<(&'static str, String)> {
+    let own = if https {
+        ["HTTPS_PROXY", "https_proxy"]
+    } else {
+        ["HTTP_PROXY", "http_proxy"]
+    };
+    [own, ["ALL_PROXY", "all_proxy"]]
+        .into_iter()
+        .find_map(|pair| {
+            pair.into_iter()
+                .find_map(|name| std::env::var(name).ok().map(|value| (name, value)))
+                .filter(|(_, value)| !value.trim().is_empty())
+        })
 }
 
 /// `scheme://user:pass@host` shown as `scheme://***@host`, so errors never print a password.
@@ -158,15 +167,6 @@ fn without_credentials(url: &str) -> String {
     }
 }
 
-fn first_env(names: &[&str]) -> Option<(String, String)> {
-    names.iter().find_map(|name| match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => {
-            Some(((*name).to_owned(), value.trim().to_owned()))
-        }
-        _ => None,
-    })
-}
-
 fn proxy_uri(intercept: &Intercept) -> Result<Uri, String> {
     let uri = intercept.uri();
     match uri.scheme_str() {
@@ -178,17 +178,6 @@ fn proxy_uri(intercept: &Intercept) -> Result<Uri, String> {
             "{other} proxies are not supported; use an http:// proxy URL"
         )),
         None => Err("the proxy URL has no scheme".into()),
-    }
-}
-
-fn endpoint_of(uri: &Uri) -> Endpoint {
-    let host = uri.host().unwrap_or_default();
-    Endpoint {
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        port: uri.port_u16().unwrap_or(80),
     }
 }
 
@@ -211,7 +200,9 @@ pub(crate) fn read_ca_certificates(
 }
 
 /// TLS settings for an https upstream: system roots plus `extra_roots`, HTTP/1.1 over ALPN.
-fn tls_connector(extra_roots: Vec<CertificateDer<'static>>) -> Result<TlsConnector, SetupError> {
+fn tls_config(
+    extra_roots: Vec<CertificateDer<'static>>,
+) -> Result<rustls::ClientConfig, SetupError> {
     demo_common::tls::install_crypto_provider();
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
@@ -226,140 +217,214 @@ fn tls_connector(extra_roots: Vec<CertificateDer<'static>>) -> Result<TlsConnect
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsConnector::from(Arc::new(config)))
+    Ok(config)
 }
 
 /// Why a connection to the upstream could not be opened. The text ends up in the 502 body.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("DNS lookup of {host} failed: {source}")]
-    Dns { host: String, source: io::Error },
-    #[error("{host} resolved to no address")]
-    NoAddress { host: String },
-    #[error("{} ({address})", describe_io(source))]
-    Tcp {
-        address: std::net::SocketAddr,
-        source: io::Error,
-    },
-    #[error("proxy {proxy}: {source}")]
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum ConnectError {
+    /// No TCP connection (the name lookup included) to `endpoint`.
+    #[error("{reason} ({endpoint})")]
+    Tcp { endpoint: String, reason: String },
+    #[error("proxy {proxy}: {cause}")]
     Proxy {
         proxy: String,
-        #[source]
-        source: Box<ConnectError>,
+        cause: Box<ConnectError>,
     },
-    #[error("proxy {proxy} refused the tunnel: {reason}")]
+    #[error("proxy {proxy} refused the tunnel: it answered '{status_line}'")]
+    TunnelRefused { proxy: String, status_line: String },
+    #[error("proxy {proxy} failed to open the tunnel: {reason}")]
     Tunnel { proxy: String, reason: String },
-    #[error("TLS handshake failed: {}", describe_io(source))]
-    Tls { source: io::Error },
+    #[error("TLS handshake failed: {reason}")]
+    Tls { reason: String },
 }
 
-/// A short, lower-case reason for common socket errors; the OS text otherwise.
-pub(crate) fn describe_io(error: &io::Error) -> String {
-    match error.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        io::ErrorKind::ConnectionReset => "connection reset".into(),
-        io::ErrorKind::TimedOut => "timed out".into(),
-        io::ErrorKind::HostUnreachable => "host unreachable".into(),
-        io::ErrorKind::NetworkUnreachable => "network unreachable".into(),
-        io::ErrorKind::UnexpectedEof => "connection closed".into(),
-        _ => error.to_string(),
+impl ConnectError {
+    fn tcp(endpoint: &str, error: &(dyn std::error::Error + 'static)) -> Self {
+        ConnectError::Tcp {
+            endpoint: endpoint.to_owned(),
+            reason: error::root_cause(error),
+        }
+    }
+
+    fn proxy(proxy: &str, cause: ConnectError) -> Self {
+        ConnectError::Proxy {
+            proxy: proxy.to_owned(),
+            cause: Box::new(cause),
+        }
     }
 }
 
-/// Opens new upstream connections along the configured route.
-pub(crate) struct Connector(ConnectorInner);
+/// A connection to the upstream (or to the proxy in front of it), TLS or not.
+pub(crate) type UpstreamIo = MaybeHttpsStream<TokioIo<TcpStream>>;
 
-struct ConnectorInner {
-    upstream: Endpoint,
-    connect_target: String,
-    route: Route,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+/// Opens the TCP connection a route asks for: to the upstream, to the proxy, or a tunnel
+/// through the proxy to the upstream. Called with the upstream's URL.
+type TcpRoute = BoxCloneSyncService<Uri, TokioIo<TcpStream>, ConnectError>;
+
+/// hyper-util's default: the other address family is tried once the first has had this long.
+const HAPPY_EYEBALLS_DELAY: Duration = Duration::from_millis(300);
+
+/// Opens new upstream connections along the configured route.
+pub(crate) struct Connector {
+    upstream: Uri,
+    connect: Connect,
+}
+
+enum Connect {
+    Plain(TcpRoute),
+    Tls(HttpsConnector<TcpRoute>),
 }
 
 impl Connector {
+    /// A connector for `upstream` along `route`.
     pub(crate) fn new(
         upstream: &UpstreamUrl,
-        route: Route,
+        route: &Route,
         extra_roots: Vec<CertificateDer<'static>>,
     ) -> Result<Self, SetupError> {
-        let tls = if upstream.is_https() {
+        let mut tcp = HttpConnector::new();
+        // An https upstream's URL reaches it too: TLS goes on top of what it opens.
+        tcp.enforce_http(false);
+        // Requests are small and latency matters more than packet count.
+        tcp.set_nodelay(true);
+        tcp.set_happy_eyeballs_timeout(Some(HAPPY_EYEBALLS_DELAY));
+        // No connect timeout of its own: UPSTREAM_TIMEOUT bounds the whole attempt, connecting
+        // included, and answers 504. An equal timer here would race it and turn some of those
+        // into 502 "timed out" (seen under load in the resilience suite).
+        let tcp = tcp_route(tcp, route, upstream);
+        let connect = if upstream.is_https() {
             let name = ServerName::try_from(upstream.host().to_owned()).map_err(|_| {
                 SetupError::Tls(rustls::Error::General(format!(
                     "{} is not a valid TLS server name",
                     upstream.host()
                 )))
             })?;
-            Some((tls_connector(extra_roots)?, name))
+            Connect::Tls(HttpsConnector::new(
+                tcp,
+                tls_config(extra_roots)?,
+                false,
+                Arc::new(FixedServerNameResolver::new(name)),
+            ))
         } else {
-            None
+            Connect::Plain(tcp)
         };
-        Ok(Self(ConnectorInner {
-            upstream: Endpoint {
-                host: upstream.host().to_owned(),
-                port: upstream.port(),
-            },
-            connect_target: upstream.connect_target(),
-            route,
-            tls,
-        }))
+        Ok(Self {
+            upstream: upstream.origin(),
+            connect,
+        })
     }
-}
 
-impl Connector {
-    pub(crate) async fn connect(&self) -> Result<TokioIo<UpstreamStream>, ConnectError> {
-        self.0.connect().await.map(TokioIo::new)
-    }
-}
-
-impl ConnectorInner {
-    async fn connect(&self) -> Result<UpstreamStream, ConnectError> {
-        match &self.route {
-            Route::Direct => {
-                let tcp = tcp_connect(&self.upstream).await?;
-                self.secure(tcp).await
-            }
-            Route::Forward { proxy, .. } => {
-                let tcp = tcp_connect(&endpoint_of(proxy))
-                    .await
-                    .map_err(|error| proxy_error(proxy, error))?;
-                self.secure(tcp).await
-            }
-            Route::Tunnel { proxy, credentials } => {
-                let mut tcp = tcp_connect(&endpoint_of(proxy))
-                    .await
-                    .map_err(|error| proxy_error(proxy, error))?;
-                open_tunnel(&mut tcp, &self.connect_target, credentials.as_ref())
-                    .await
-                    .map_err(|reason| ConnectError::Tunnel {
-                        proxy: proxy_name(proxy),
-                        reason,
-                    })?;
-                self.secure(tcp).await
-            }
+    pub(crate) async fn connect(&self) -> Result<UpstreamIo, ConnectError> {
+        let upstream = self.upstream.clone();
+        match &self.connect {
+            Connect::Plain(tcp) => tcp
+                .clone()
+                .oneshot(upstream)
+                .await
+                .map(MaybeHttpsStream::Http),
+            Connect::Tls(https) => https.clone().oneshot(upstream).await.map_err(|error| {
+                match error.downcast::<ConnectError>() {
+                    Ok(error) => *error,
+                    // Whatever failed after the TCP connection was up is the TLS handshake.
+                    Err(error) => ConnectError::Tls {
+                        reason: error::root_cause(&*error),
+                    },
+                }
+            }),
         }
     }
+}
 
-    /// Adds TLS when the upstream is https.
-    async fn secure(&self, tcp: TcpStream) -> Result<UpstreamStream, ConnectError> {
-        let io = match &self.tls {
-            None => Io::Plain(tcp),
-            Some((connector, name)) => {
-                let tls = connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|source| ConnectError::Tls { source })?;
-                Io::Tls(Box::new(tls))
-            }
-        };
-        Ok(UpstreamStream { io })
+/// `tcp` along `route`, its errors told as the 502 body tells them.
+fn tcp_route(tcp: HttpConnector, route: &Route, upstream: &UpstreamUrl) -> TcpRoute {
+    match route.clone() {
+        Route::Direct => {
+            let endpoint = upstream.connect_target();
+            BoxCloneSyncService::new(tcp.map_err(move |error| ConnectError::tcp(&endpoint, &error)))
+        }
+        Route::Forward { proxy, .. } => {
+            let name = proxy_name(&proxy);
+            BoxCloneSyncService::new(
+                tcp.map_request(move |_upstream| proxy.clone())
+                    .map_err(move |error| {
+                        ConnectError::proxy(&name, ConnectError::tcp(&name, &error))
+                    }),
+            )
+        }
+        Route::Tunnel { proxy, credentials } => {
+            BoxCloneSyncService::new(tower::service_fn(move |upstream| {
+                tunnel(tcp.clone(), proxy.clone(), credentials.clone(), upstream)
+            }))
+        }
     }
 }
 
-fn proxy_error(proxy: &Uri, error: ConnectError) -> ConnectError {
-    ConnectError::Proxy {
-        proxy: proxy_name(proxy),
-        source: Box::new(error),
+/// Enough of a proxy's answer to CONNECT for its status line.
+const RECORDED_ANSWER: usize = 256;
+
+/// Opens a CONNECT tunnel through `proxy` to `upstream` with hyper-util's `Tunnel`.
+async fn tunnel(
+    tcp: HttpConnector,
+    proxy: Uri,
+    credentials: Option<HeaderValue>,
+    upstream: Uri,
+) -> Result<TokioIo<TcpStream>, ConnectError> {
+    let name = proxy_name(&proxy);
+    // hyper-util's TunnelError says only "unsuccessful": the start of the proxy's answer is kept
+    // for its status line (`403 Forbidden`, `407 Proxy Authentication Required`), which tells
+    // the user why. The stream is unwrapped once the tunnel is up, so requests never pass here.
+    let answer = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&answer);
+    let to_proxy = tcp
+        .map_err({
+            let name = name.clone();
+            move |error| ConnectError::proxy(&name, ConnectError::tcp(&name, &error))
+        })
+        .map_response(move |tcp: TokioIo<TcpStream>| {
+            let answer = Arc::clone(&recorded);
+            TokioIo::new(InspectReader::new(
+                tcp.into_inner(),
+                move |read: &[u8]| {
+                    let mut answer = answer.lock().unwrap_or_else(PoisonError::into_inner);
+                    let room = RECORDED_ANSWER.saturating_sub(answer.len());
+                    answer.extend_from_slice(&read[..read.len().min(room)]);
+                },
+            ))
+        });
+    let mut tunnel = Tunnel::new(proxy, to_proxy);
+    if let Some(credentials) = credentials {
+        tunnel = tunnel.with_auth(credentials);
     }
+    let failed = match tunnel.oneshot(upstream).await {
+        Ok(io) => return Ok(TokioIo::new(io.into_inner().into_inner())),
+        Err(failed) => failed,
+    };
+    // hyper-util's TunnelError cannot be named outside its crate: what failed is read from its
+    // chain (the proxy unreachable) and from the answer recorded (the proxy said no).
+    if let Some(unreachable) = error::find::<ConnectError>(&failed) {
+        return Err(unreachable.clone());
+    }
+    let answer = answer.lock().unwrap_or_else(PoisonError::into_inner);
+    Err(match refusal(&answer) {
+        Some(status_line) => ConnectError::TunnelRefused {
+            proxy: name,
+            status_line,
+        },
+        None => ConnectError::Tunnel {
+            proxy: name,
+            reason: error::root_cause(&failed),
+        },
+    })
+}
+
+/// The status line of a proxy's answer to CONNECT, when it has one and it is not 200.
+fn refusal(answer: &[u8]) -> Option<String> {
+    let end = answer.iter().position(|&byte| byte == b'\n')?;
+    let line = String::from_utf8_lossy(&answer[..end])
+        .trim_end()
+        .to_owned();
+    (line.split_whitespace().nth(1) != Some("200")).then_some(line)
 }
 
 /// `host:port` of a proxy, for messages (the URL kept here never carries credentials).
@@ -367,154 +432,6 @@ fn proxy_name(proxy: &Uri) -> String {
     proxy
         .authority()
         .map_or_else(|| proxy.to_string(), ToString::to_string)
-}
-
-/// Resolves `endpoint` and connects to its addresses in turn.
-async fn tcp_connect(endpoint: &Endpoint) -> Result<TcpStream, ConnectError> {
-    // An IP literal is parsed, not looked up.
-    let addresses = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
-        .await
-        .map_err(|source| ConnectError::Dns {
-            host: endpoint.host.clone(),
-            source,
-        })?;
-    let mut last_error = None;
-    for address in addresses {
-        match TcpStream::connect(address).await {
-            Ok(stream) => {
-                // Requests are small and latency matters more than packet count.
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Err(source) => last_error = Some(ConnectError::Tcp { address, source }),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| ConnectError::NoAddress {
-        host: endpoint.host.clone(),
-    }))
-}
-
-/// Longest CONNECT response head accepted from a proxy.
-const MAX_TUNNEL_RESPONSE: usize = 8 * 1024;
-
-/// Asks the proxy on `tcp` for a tunnel to `target` (`host:port`); Err is the reason.
-async fn open_tunnel(
-    tcp: &mut TcpStream,
-    target: &str,
-    credentials: Option<&HeaderValue>,
-) -> Result<(), String> {
-    let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
-    if let Some(credentials) = credentials {
-        request.extend_from_slice(b"Proxy-Authorization: ");
-        request.extend_from_slice(credentials.as_bytes());
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(b"\r\n");
-    tcp.write_all(&request)
-        .await
-        .map_err(|error| describe_io(&error))?;
-
-    let mut head = Vec::with_capacity(512);
-    let end = loop {
-        if let Some(end) = head.windows(4).position(|window| window == b"\r\n\r\n") {
-            break end + 4;
-        }
-        if head.len() >= MAX_TUNNEL_RESPONSE {
-            return Err("response head too long".into());
-        }
-        let mut chunk = [0u8; 1024];
-        let read = tcp
-            .read(&mut chunk)
-            .await
-            .map_err(|error| describe_io(&error))?;
-        if read == 0 {
-            return Err("connection closed before the response".into());
-        }
-        head.extend_from_slice(&chunk[..read]);
-    };
-    // The upstream speaks first only after our TLS hello, so nothing may follow the head.
-    if end != head.len() {
-        return Err("unexpected data after the response head".into());
-    }
-    let status_line = head
-        .split(|&byte| byte == b'\r')
-        .next()
-        .map(String::from_utf8_lossy)
-        .unwrap_or_default();
-    let status = status_line.split_whitespace().nth(1).unwrap_or_default();
-    if status.len() == 3 && status.starts_with('2') {
-        Ok(())
-    } else {
-        Err(format!("it answered '{status_line}'"))
-    }
-}
-
-/// A connection to the upstream (or to the proxy in front of it).
-pub(crate) struct UpstreamStream {
-    io: Io,
-}
-
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for UpstreamStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match &mut self.io {
-            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match &mut self.io {
-            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match &mut self.io {
-            Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            Io::Plain(stream) => stream.is_write_vectored(),
-            Io::Tls(stream) => stream.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.io {
-            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.io {
-            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -598,18 +515,67 @@ mod tests {
         assert_eq!(route.to_string(), "direct");
     }
 
-    #[test]
-    fn proxy_endpoints_drop_ipv6_brackets_and_default_to_port_80() {
-        let endpoint = endpoint_of(&"http://[::1]:3128".parse().unwrap());
-        assert_eq!((endpoint.host.as_str(), endpoint.port), ("::1", 3128));
-        let endpoint = endpoint_of(&"http://proxy.local".parse().unwrap());
-        assert_eq!((endpoint.host.as_str(), endpoint.port), ("proxy.local", 80));
+    /// A CONNECT proxy on loopback that reads one request head and answers `answer`.
+    async fn answering_proxy(answer: &'static [u8]) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8];
+                if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            let _ = client.write_all(answer).await;
+        });
+        address
+    }
+
+    async fn tunnel_error(answer: &'static [u8]) -> (std::net::SocketAddr, String) {
+        let proxy = answering_proxy(answer).await;
+        let upstream = url("https://hello.external/");
+        let route = route_for(&upstream, &UpstreamProxy::Url(format!("http://{proxy}"))).unwrap();
+        let connector = Connector::new(&upstream, &route, Vec::new()).unwrap();
+        let error = tokio::time::timeout(Duration::from_secs(20), connector.connect())
+            .await
+            .expect("the tunnel attempt ends")
+            .expect_err("the tunnel is refused");
+        (proxy, error.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_refused_tunnel_names_the_proxys_status_line() {
+        let (proxy, error) =
+            tunnel_error(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n").await;
+        assert_eq!(
+            error,
+            format!(
+                "proxy {proxy} refused the tunnel: it answered 'HTTP/1.1 407 Proxy Authentication Required'"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_proxy_that_closes_without_answering_is_not_called_a_refusal() {
+        let (proxy, error) = tunnel_error(b"").await;
+        assert!(
+            error.starts_with(&format!("proxy {proxy} failed to open the tunnel: ")),
+            "{error}"
+        );
     }
 
     #[test]
-    fn io_reasons_are_short() {
-        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-        assert_eq!(describe_io(&refused), "connection refused");
+    fn only_a_complete_status_line_other_than_200_is_a_refusal() {
+        assert_eq!(
+            refusal(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n").as_deref(),
+            Some("HTTP/1.1 403 Forbidden")
+        );
+        assert_eq!(refusal(b"HTTP/1.1 200 Connection established\r\n"), None);
+        assert_eq!(refusal(b"HTTP/1.1 403 Forb"), None);
     }
 
     #[test]

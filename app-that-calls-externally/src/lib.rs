@@ -21,7 +21,7 @@ use demo_common::server::{Drain, Readiness, Server, ServerOptions, health_routes
 
 pub use body::{BodyError, Direction, ProxyBody};
 pub use config::{Config, UpstreamProxy, UpstreamUrl};
-pub use connect::{ConnectError, SetupError};
+pub use connect::SetupError;
 pub use proxy::Proxy;
 
 /// The admin port answers only quick health checks, so its drain is short.
@@ -38,11 +38,6 @@ pub enum StartError {
         address: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// The admin routes: `GET /healthz` and `GET /readyz` (503 once draining), 404 elsewhere.
-pub fn admin_router(readiness: Readiness) -> axum::Router {
-    health_routes(readiness)
 }
 
 /// Both listeners bound and the client built; nothing served yet.
@@ -108,7 +103,7 @@ impl Bound {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Drain {
         let readiness = Readiness::ready();
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin = tokio::spawn(self.admin.serve(admin_router(readiness.clone()), async {
+        let admin = tokio::spawn(self.admin.serve(health_routes(readiness.clone()), async {
             let _ = admin_stopped.await;
         }));
         let proxy = self.proxy;
@@ -123,12 +118,4 @@ impl Bound {
         let _ = admin.await;
         drain
     }
-}
-
-/// Binds and serves `config` until `shutdown`.
-pub async fn run(
-    config: &Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<Drain, StartError> {
-    Ok(bind(config).await?.serve(shutdown).await)
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use demo_common::error;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -44,7 +45,7 @@ impl Proxy {
             tracing::warn!("UPSTREAM_CA_CERT has no effect: the upstream is plain http");
         }
         let route = route_for(&config.upstream_url, &config.upstream_proxy)?;
-        let connector = Connector::new(&config.upstream_url, route.clone(), extra_roots)?;
+        let connector = Connector::new(&config.upstream_url, &route, extra_roots)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 upstreams: Upstreams::new(connector),
@@ -170,7 +171,7 @@ impl Proxy {
 
     /// 502 naming the cause, or a 4xx when the client's own request body failed.
     fn failed(&self, error: &UpstreamError) -> Response<ProxyBody> {
-        if let Some(body_error) = error.find::<BodyError>() {
+        if let Some(body_error) = error::find::<BodyError>(error) {
             let status = match body_error {
                 BodyError::Stalled(..) => StatusCode::REQUEST_TIMEOUT,
                 BodyError::Broken(..) => StatusCode::BAD_REQUEST,
@@ -180,7 +181,9 @@ impl Proxy {
         let upstream = &self.shared.upstream;
         let line = match error {
             UpstreamError::Connect(cause) => format!("upstream {upstream} unreachable: {cause}"),
-            UpstreamError::Http(_) => format!("upstream {upstream} failed: {}", error.describe()),
+            UpstreamError::Http(_) => {
+                format!("upstream {upstream} failed: {}", error::describe(error))
+            }
         };
         tracing::warn!("{line}");
         message(StatusCode::BAD_GATEWAY, line + "\n")

@@ -1,9 +1,11 @@
 //! Pieces every program of the demo needs in the same shape: one-line configuration errors,
-//! durations written the way people type them, logging to stderr, a runtime sized to the CPUs
-//! the process may use, the termination signal, and an HTTP server that drains on shutdown.
+//! durations written the way people type them, error chains told in a few words, logging to
+//! stderr, a runtime sized to the CPUs the process may use, the termination signal, and an HTTP
+//! server that drains on shutdown.
 
 pub mod cli;
 pub mod duration;
+pub mod error;
 pub mod logging;
 pub mod runtime;
 pub mod server;

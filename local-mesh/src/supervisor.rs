@@ -89,10 +89,10 @@ impl Supervisor {
     /// in the stop order.
     pub fn spawn(&mut self, spec: ProcessSpec) -> anyhow::Result<u32> {
         let existing = self.index(&spec.name);
-        if let Some(index) = existing {
-            if self.processes[index].exited.borrow().is_none() {
-                bail!("{} is already running", spec.name);
-            }
+        if let Some(index) = existing
+            && self.processes[index].exited.borrow().is_none()
+        {
+            bail!("{} is already running", spec.name);
         }
         let mut child = command(&spec)?
             .spawn()

@@ -89,10 +89,10 @@ fn classify(line: &str) -> Answer {
     if body == "fault filter abort" {
         return Answer::Abort;
     }
-    if let Some(rest) = body.strip_prefix("503 Service Unavailable: Requested route ('") {
-        if let Some(host) = rest.strip_suffix("') has no available endpoints.") {
-            return Answer::NoEndpoints(host.to_owned());
-        }
+    if let Some(rest) = body.strip_prefix("503 Service Unavailable: Requested route ('")
+        && let Some(host) = rest.strip_suffix("') has no available endpoints.")
+    {
+        return Answer::NoEndpoints(host.to_owned());
     }
     Answer::Other(body.to_owned())
 }
@@ -405,12 +405,12 @@ fn all_to_first_destination(dir: &Path) -> PathBuf {
             .and_then(|http| http.get_mut(0))
             .and_then(|route| route.get_mut("route"))
             .and_then(serde_norway::Value::as_sequence_mut);
-        if let Some(routes) = routes {
-            if routes.len() > 1 {
-                for (index, route) in routes.iter_mut().enumerate() {
-                    route["weight"] = serde_norway::Value::from(if index == 0 { 100 } else { 0 });
-                    edited += 1;
-                }
+        if let Some(routes) = routes
+            && routes.len() > 1
+        {
+            for (index, route) in routes.iter_mut().enumerate() {
+                route["weight"] = serde_norway::Value::from(if index == 0 { 100 } else { 0 });
+                edited += 1;
             }
         }
         documents.push(serde_norway::to_string(&value).unwrap());

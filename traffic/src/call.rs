@@ -7,6 +7,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use demo_common::error;
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio::time::Instant;
@@ -41,9 +42,9 @@ impl Outcome {
 /// Why a call got no complete answer, in words short enough for the log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
-    Refused,
-    Reset,
-    Aborted,
+    /// The connection failed: refused, reset, aborted, unreachable (the words of
+    /// [`demo_common::error::io_reason`]).
+    Connection(&'static str),
     /// The peer closed the connection before the response was complete.
     ClosedEarly,
     TimedOut(Duration),
@@ -57,9 +58,7 @@ pub enum CallError {
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CallError::Refused => f.write_str("connection refused"),
-            CallError::Reset => f.write_str("connection reset"),
-            CallError::Aborted => f.write_str("connection aborted"),
+            CallError::Connection(reason) => f.write_str(reason),
             CallError::ClosedEarly => {
                 f.write_str("connection closed before the response was complete")
             }
@@ -156,29 +155,12 @@ fn classify(error: &reqwest::Error) -> CallError {
     if error.is_redirect() {
         return CallError::TooManyRedirects;
     }
-    let mut innermost: &(dyn StdError + 'static) = error;
-    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(cause) = current {
-        if let Some(known) = classify_cause(cause) {
-            return known;
-        }
-        innermost = cause;
-        current = next_cause(cause);
+    if let Some(known) = error::chain(error).find_map(classify_cause) {
+        return known;
     }
     tracing::debug!(error = %error, "unclassified call error");
-    CallError::Other(innermost.to_string())
-}
-
-/// The error `cause` wraps. An `io::Error`'s `source()` skips the error it wraps (its Display
-/// shows that one instead), and TLS failures arrive as io::Errors nested in io::Errors.
-fn next_cause<'a>(cause: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
-    if let Some(wrapped) = cause
-        .downcast_ref::<io::Error>()
-        .and_then(|io_error| io_error.get_ref())
-    {
-        return Some(wrapped);
-    }
-    cause.source()
+    let innermost = error::chain(error).last().map(ToString::to_string);
+    CallError::Other(innermost.unwrap_or_default())
 }
 
 fn classify_cause(cause: &(dyn StdError + 'static)) -> Option<CallError> {
@@ -197,11 +179,9 @@ fn classify_cause(cause: &(dyn StdError + 'static)) -> Option<CallError> {
         }
     }
     match cause.downcast_ref::<io::Error>()?.kind() {
-        io::ErrorKind::ConnectionRefused => Some(CallError::Refused),
-        io::ErrorKind::ConnectionReset => Some(CallError::Reset),
-        io::ErrorKind::ConnectionAborted => Some(CallError::Aborted),
+        // What a closed connection cut short is the response: say so.
         io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe => Some(CallError::ClosedEarly),
-        _ => None,
+        kind => error::io_reason(kind).map(CallError::Connection),
     }
 }
 

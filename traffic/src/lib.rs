@@ -149,7 +149,7 @@ pub fn format_duration(duration: Duration) -> String {
         format!("{}µs", duration.as_micros())
     } else if millis < 1000 {
         format!("{millis}ms")
-    } else if millis % 1000 == 0 {
+    } else if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
         let text = format!("{}.{:03}", millis / 1000, millis % 1000);
