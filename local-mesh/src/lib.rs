@@ -12,6 +12,7 @@ pub mod mesh;
 pub mod policy;
 pub mod programs;
 pub mod supervisor;
+pub mod xds;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

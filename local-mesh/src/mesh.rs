@@ -6,13 +6,15 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use tokio::sync::mpsc;
+use serde_json::Value;
+use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
 use crate::bootstrap::{self, GatewaySpec, RouterRoute, RouterSpec, SidecarSpec};
@@ -21,6 +23,7 @@ use crate::envoy;
 use crate::policy::{HelloVersion, Policy};
 use crate::programs::Programs;
 use crate::supervisor::{self, Event, ProcessSpec, Supervisor};
+use crate::xds::XdsFiles;
 
 pub const CF_ROUTER: &str = "cf-router";
 pub const EGRESS_GATEWAY: &str = "egress-gateway";
@@ -100,6 +103,7 @@ pub struct Mesh {
     certificates: Certificates,
     run_dir: PathBuf,
     http: reqwest::Client,
+    control: MeshControl,
 }
 
 /// One row of the table of components shown at start.
@@ -144,10 +148,19 @@ impl Mesh {
             options: &options,
             supervisor,
             events,
-            http,
+            control: Control {
+                policy: options.policy.clone(),
+                hello: BTreeMap::new(),
+                cf_router: None,
+                egress_gateway: None,
+                certificates: certificates.clone(),
+                run_dir: options.run_dir.clone(),
+                envoys: BTreeMap::new(),
+                http: http.clone(),
+            },
         };
         let started = tokio::select! {
-            started = starter.start_all(&certificates) => Some(started),
+            started = starter.start_all() => Some(started),
             () = interrupt => None,
         };
         match started {
@@ -157,7 +170,10 @@ impl Mesh {
                 addresses,
                 certificates,
                 run_dir: options.run_dir.clone(),
-                http: starter.http,
+                http,
+                control: MeshControl {
+                    inner: Arc::new(Mutex::new(starter.control)),
+                },
             })),
             Some(Err(error)) => {
                 starter.supervisor.stop_all().await;
@@ -176,6 +192,11 @@ impl Mesh {
 
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
+    }
+
+    /// Changes the running Envoys' configuration; clones may be used from other tasks.
+    pub fn control(&self) -> MeshControl {
+        self.control.clone()
     }
 
     /// The CA the egress gateway trusts for the Cloud Foundry routes.
@@ -260,22 +281,28 @@ impl Mesh {
         self.supervisor.stop(name).await
     }
 
-    /// Starts a stopped hello server again on its address and waits until it serves.
+    /// Starts a stopped hello server again, as `cf start` would: on a new port, which the router
+    /// learns as gorouter learns a new instance's address; then waits until it serves.
     pub async fn restart_hello(&mut self, version: HelloVersion) -> anyhow::Result<()> {
         let name = hello_component(version);
-        let address = *self
-            .addresses
-            .hello
-            .get(&version)
-            .with_context(|| format!("no {name} in this mesh"))?;
+        let log = self
+            .supervisor
+            .log(&name)
+            .with_context(|| format!("no {name} in this mesh"))?
+            .to_owned();
+        let log_offset = file_len(&log);
         self.supervisor.restart(&name)?;
+        let address = hello_address(&self.supervisor, &name, &log, log_offset).await?;
         wait_http_ok(
             &self.supervisor,
             &self.http,
             &name,
             &format!("http://{address}/healthz"),
         )
-        .await
+        .await?;
+        self.control.set_hello_address(version, address).await?;
+        self.addresses.hello.insert(version, address);
+        Ok(())
     }
 
     /// Every pid started, for checking that none is left.
@@ -294,71 +321,212 @@ impl Mesh {
     }
 }
 
+/// The Envoys' configuration of a running mesh, changed in place through their xDS files.
+/// Clones share one state; changes are made one at a time.
+#[derive(Clone)]
+pub struct MeshControl {
+    inner: Arc<Mutex<Control>>,
+}
+
+/// Why a new policy was not put in place.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconfigureError {
+    /// The policy changes what a running process was started with; the message says what.
+    #[error("{0}")]
+    NeedsRestart(String),
+    /// An Envoy did not take its new configuration; every Envoy is back on the previous policy.
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
+impl MeshControl {
+    /// The policy the Envoys run with.
+    pub async fn policy(&self) -> Policy {
+        self.inner.lock().await.policy.clone()
+    }
+
+    /// Regenerates every Envoy's configuration for `policy` and switches each running Envoy to
+    /// it. Returns whether anything changed.
+    pub async fn set_policy(&self, policy: Policy) -> Result<bool, ReconfigureError> {
+        let mut control = self.inner.lock().await;
+        if let Some(reason) = needs_restart(&control.policy, &policy) {
+            return Err(ReconfigureError::NeedsRestart(reason));
+        }
+        let previous = std::mem::replace(&mut control.policy, policy);
+        let mut updated = Vec::new();
+        let mut changed = false;
+        for envoy in ENVOYS {
+            match control.update(envoy).await {
+                Ok(envoy_changed) => {
+                    changed |= envoy_changed;
+                    updated.push(envoy);
+                }
+                Err(error) => {
+                    control.policy = previous;
+                    for envoy in updated {
+                        if let Err(rollback) = control.update(envoy).await {
+                            tracing::warn!(envoy, error = %format!("{rollback:#}"), "cannot restore the previous policy");
+                        }
+                    }
+                    return Err(ReconfigureError::Failed(error));
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// A hello server listens somewhere new: the router's cluster for its route follows.
+    async fn set_hello_address(
+        &self,
+        version: HelloVersion,
+        address: SocketAddr,
+    ) -> anyhow::Result<()> {
+        let mut control = self.inner.lock().await;
+        control.hello.insert(version, address);
+        control.update(CF_ROUTER).await.map(drop)
+    }
+}
+
+/// The Envoys, nearest the apps first: a change reaches the hops behind a route before the route.
+const ENVOYS: [&str; 3] = [CF_ROUTER, EGRESS_GATEWAY, SIDECAR];
+
+/// What a new policy may not change in a running mesh: what the processes were started with
+/// (the proxy's upstream URL, the hello servers and certificates of the Cloud Foundry routes).
+fn needs_restart(running: &Policy, new: &Policy) -> Option<String> {
+    if (&running.stable_host, running.stable_port) != (&new.stable_host, new.stable_port) {
+        return Some(format!(
+            "the stable name changes from {}:{} to {}:{}, which the running proxy was started with; \
+             stop local-mesh and start it with --policy naming the new manifest",
+            running.stable_host, running.stable_port, new.stable_host, new.stable_port
+        ));
+    }
+    if running.cf_hosts != new.cf_hosts {
+        let hosts = |policy: &Policy| {
+            policy
+                .cf_hosts
+                .iter()
+                .map(|cf| cf.host.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Some(format!(
+            "the Cloud Foundry hostnames change from [{}] to [{}], which the running router and \
+             its certificates were made for; stop local-mesh and start it with --policy naming \
+             the new manifest",
+            hosts(running),
+            hosts(new)
+        ));
+    }
+    None
+}
+
+/// What the Envoys' configurations are made from.
+struct Control {
+    policy: Policy,
+    hello: BTreeMap<HelloVersion, SocketAddr>,
+    cf_router: Option<SocketAddr>,
+    egress_gateway: Option<SocketAddr>,
+    certificates: Certificates,
+    run_dir: PathBuf,
+    /// The xDS files of each running Envoy.
+    envoys: BTreeMap<&'static str, XdsFiles>,
+    http: reqwest::Client,
+}
+
+impl Control {
+    /// The whole configuration of one Envoy, as the generators make it.
+    fn render(&self, envoy: &str) -> anyhow::Result<Value> {
+        let policy = &self.policy;
+        match envoy {
+            CF_ROUTER => {
+                let routes = policy
+                    .cf_hosts
+                    .iter()
+                    .map(|cf| {
+                        let leaf = self
+                            .certificates
+                            .leaf(&cf.host)
+                            .with_context(|| format!("no certificate for {}", cf.host))?;
+                        let app = *self
+                            .hello
+                            .get(&cf.version)
+                            .with_context(|| format!("no hello {} running", cf.version.as_str()))?;
+                        Ok(RouterRoute {
+                            host: cf.host.clone(),
+                            cert: leaf.cert.clone(),
+                            key: leaf.key.clone(),
+                            app,
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(bootstrap::cf_router(&RouterSpec {
+                    routes,
+                    access_log: self.access_log(CF_ROUTER),
+                }))
+            }
+            EGRESS_GATEWAY => Ok(bootstrap::egress_gateway(&GatewaySpec {
+                policy,
+                router: self.cf_router.context("the router is not running")?,
+                ca_cert: self.certificates.ca_cert.clone(),
+                access_log: self.access_log(EGRESS_GATEWAY),
+            })),
+            SIDECAR => Ok(bootstrap::sidecar(&SidecarSpec {
+                policy,
+                gateway: self
+                    .egress_gateway
+                    .context("the egress gateway is not running")?,
+                access_log: self.access_log(SIDECAR),
+            })),
+            other => bail!("no Envoy named {other}"),
+        }
+    }
+
+    /// Brings one running Envoy to what [`Control::render`] makes now.
+    async fn update(&mut self, envoy: &'static str) -> anyhow::Result<bool> {
+        let full = self.render(envoy)?;
+        let files = self
+            .envoys
+            .get_mut(envoy)
+            .with_context(|| format!("{envoy} is not running"))?;
+        files.update(&full, &self.http).await
+    }
+
+    fn access_log(&self, component: &str) -> PathBuf {
+        self.run_dir.join(format!("{component}.access.log"))
+    }
+}
+
 struct Starter<'o> {
     options: &'o MeshOptions,
     supervisor: Supervisor,
     events: mpsc::UnboundedReceiver<Event>,
-    http: reqwest::Client,
+    control: Control,
 }
 
 impl Starter<'_> {
-    async fn start_all(&mut self, certificates: &Certificates) -> anyhow::Result<Addresses> {
-        let policy = &self.options.policy;
-        let mut hello = BTreeMap::new();
-        for cf in &policy.cf_hosts {
-            hello.insert(cf.version, self.start_hello(cf.version).await?);
-        }
-        let routes = policy
+    async fn start_all(&mut self) -> anyhow::Result<Addresses> {
+        let versions: Vec<HelloVersion> = self
+            .options
+            .policy
             .cf_hosts
             .iter()
-            .map(|cf| {
-                let leaf = certificates
-                    .leaf(&cf.host)
-                    .with_context(|| format!("no certificate for {}", cf.host))?;
-                Ok(RouterRoute {
-                    host: cf.host.clone(),
-                    cert: leaf.cert.clone(),
-                    key: leaf.key.clone(),
-                    app: hello[&cf.version],
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let cf_router = self
-            .start_envoy(
-                CF_ROUTER,
-                &bootstrap::cf_router(&RouterSpec {
-                    routes,
-                    access_log: self.access_log(CF_ROUTER),
-                }),
-            )
-            .await?;
-        let egress_gateway = self
-            .start_envoy(
-                EGRESS_GATEWAY,
-                &bootstrap::egress_gateway(&GatewaySpec {
-                    policy,
-                    router: cf_router,
-                    ca_cert: certificates.ca_cert.clone(),
-                    access_log: self.access_log(EGRESS_GATEWAY),
-                }),
-            )
-            .await?;
-        let sidecar = self
-            .start_envoy(
-                SIDECAR,
-                &bootstrap::sidecar(&SidecarSpec {
-                    policy,
-                    gateway: egress_gateway,
-                    access_log: self.access_log(SIDECAR),
-                }),
-            )
-            .await?;
+            .map(|cf| cf.version)
+            .collect();
+        for version in versions {
+            let address = self.start_hello(version).await?;
+            self.control.hello.insert(version, address);
+        }
+        let cf_router = self.start_envoy(CF_ROUTER).await?;
+        self.control.cf_router = Some(cf_router);
+        let egress_gateway = self.start_envoy(EGRESS_GATEWAY).await?;
+        self.control.egress_gateway = Some(egress_gateway);
+        let sidecar = self.start_envoy(SIDECAR).await?;
         let (proxy, proxy_admin) = self.start_proxy(sidecar).await?;
         if let Some(caller) = &self.options.caller {
             self.start_caller(caller, proxy)?;
         }
         Ok(Addresses {
-            hello,
+            hello: self.control.hello.clone(),
             cf_router,
             egress_gateway,
             sidecar,
@@ -367,33 +535,33 @@ impl Starter<'_> {
         })
     }
 
-    fn access_log(&self, component: &str) -> PathBuf {
-        self.options.run_dir.join(format!("{component}.access.log"))
-    }
-
     fn log(&self, component: &str) -> PathBuf {
         self.options.run_dir.join(format!("{component}.log"))
     }
 
+    /// Starts a hello server on a port the OS chooses and returns the address it logged.
     async fn start_hello(&mut self, version: HelloVersion) -> anyhow::Result<SocketAddr> {
         let name = hello_component(version);
-        let address = free_loopback_port()?;
+        let log = self.log(&name);
+        let log_offset = file_len(&log);
         self.supervisor.spawn(ProcessSpec {
             name: name.clone(),
             program: self.options.programs.hello_cf.clone(),
             args: Vec::new(),
             env: vec![
-                env("PORT", address.port()),
-                env("BIND_ADDRESS", address.ip()),
+                env("PORT", 0),
+                env("BIND_ADDRESS", "127.0.0.1"),
                 env("HELLO_VERSION", version.as_str()),
                 env("DRAIN_TIMEOUT", "1s"),
+                env("LOG_FORMAT", "text"),
             ],
-            log: self.log(&name),
+            log: log.clone(),
             stdout_lines: false,
         })?;
+        let address = hello_address(&self.supervisor, &name, &log, log_offset).await?;
         wait_http_ok(
             &self.supervisor,
-            &self.http,
+            &self.control.http,
             &name,
             &format!("http://{address}/healthz"),
         )
@@ -401,16 +569,16 @@ impl Starter<'_> {
         Ok(address)
     }
 
-    /// Writes the bootstrap, starts Envoy, waits until it is live and returns its listener's address.
-    async fn start_envoy(
-        &mut self,
-        name: &str,
-        config: &serde_json::Value,
-    ) -> anyhow::Result<SocketAddr> {
-        let dir = &self.options.run_dir;
+    /// Writes the xDS files and the bootstrap, starts Envoy, waits until it is live and returns
+    /// its listener's address.
+    async fn start_envoy(&mut self, name: &'static str) -> anyhow::Result<SocketAddr> {
+        let dir = self.options.run_dir.clone();
+        let full = self.control.render(name)?;
+        let mut files = XdsFiles::new(name, &dir.join("xds").join(name), &self.log(name))?;
+        let config = files.start(&full)?;
         let config_path = dir.join(format!("{name}.json"));
         let text =
-            serde_json::to_string_pretty(config).context("cannot serialize an Envoy config")?;
+            serde_json::to_string_pretty(&config).context("cannot serialize an Envoy config")?;
         std::fs::write(&config_path, text)
             .with_context(|| format!("cannot write {}", config_path.display()))?;
         let admin_file = dir.join(format!("{name}.admin"));
@@ -426,11 +594,13 @@ impl Starter<'_> {
         let admin = self.wait_admin_address(name, &admin_file).await?;
         wait_http_ok(
             &self.supervisor,
-            &self.http,
+            &self.control.http,
             name,
             &format!("http://{admin}/ready"),
         )
         .await?;
+        files.set_admin(admin);
+        self.control.envoys.insert(name, files);
         self.listener_address(name, admin).await
     }
 
@@ -450,6 +620,7 @@ impl Starter<'_> {
     async fn listener_address(&self, name: &str, admin: SocketAddr) -> anyhow::Result<SocketAddr> {
         let url = format!("http://{admin}/listeners?format=json");
         let body = self
+            .control
             .http
             .get(&url)
             .send()
@@ -472,37 +643,49 @@ impl Starter<'_> {
         }
     }
 
+    /// Starts the proxy with both its ports chosen by the OS; returns the addresses it logged.
     async fn start_proxy(
         &mut self,
         sidecar: SocketAddr,
     ) -> anyhow::Result<(SocketAddr, SocketAddr)> {
         let policy = &self.options.policy;
-        let address = free_loopback_port()?;
-        let admin = free_loopback_port()?;
         let upstream = match policy.stable_port {
             80 => format!("http://{}/", policy.stable_host),
             port => format!("http://{}:{port}/", policy.stable_host),
         };
+        let log = self.log(PROXY);
+        let log_offset = file_len(&log);
         self.supervisor.spawn(ProcessSpec {
             name: PROXY.to_owned(),
             program: self.options.programs.proxy.clone(),
             args: Vec::new(),
             env: vec![
-                env("PORT", address.port()),
-                env("ADMIN_PORT", admin.port()),
-                env("BIND_ADDRESS", address.ip()),
+                env("PORT", 0),
+                env("ADMIN_PORT", 0),
+                env("BIND_ADDRESS", "127.0.0.1"),
                 env("UPSTREAM_URL", upstream),
                 env("UPSTREAM_TIMEOUT", PROXY_UPSTREAM_TIMEOUT),
                 env("DRAIN_TIMEOUT", "1s"),
+                env("LOG_FORMAT", "text"),
                 // In a pod the sidecar captures the connection; here the proxy is told about it.
                 env("http_proxy", format!("http://{sidecar}")),
             ],
-            log: self.log(PROXY),
+            log: log.clone(),
             stdout_lines: false,
         })?;
+        let fields = logged_fields(
+            &self.supervisor,
+            PROXY,
+            &log,
+            log_offset,
+            "app-that-calls-externally listening",
+            &["proxy_addr", "admin_addr"],
+        )
+        .await?;
+        let (address, admin) = (fields[0], fields[1]);
         wait_http_ok(
             &self.supervisor,
-            &self.http,
+            &self.control.http,
             PROXY,
             &format!("http://{admin}/readyz"),
         )
@@ -536,12 +719,59 @@ fn env(name: &str, value: impl ToString) -> (String, String) {
     (name.to_owned(), value.to_string())
 }
 
-/// A loopback port the OS considers free right now. The component binds it a moment later;
-/// were it taken in between, the component would fail to start and say so.
-fn free_loopback_port() -> anyhow::Result<SocketAddr> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free loopback port")?;
-    listener.local_addr().context("cannot read a free port")
+/// The size of a log file, so a restarted component's lines are told from its earlier ones.
+fn file_len(path: &Path) -> u64 {
+    path.metadata().map_or(0, |meta| meta.len())
+}
+
+/// The address a hello server logged in its "hello-cf listening" line after `offset`.
+async fn hello_address(
+    supervisor: &Supervisor,
+    name: &str,
+    log: &Path,
+    offset: u64,
+) -> anyhow::Result<SocketAddr> {
+    let fields = logged_fields(
+        supervisor,
+        name,
+        log,
+        offset,
+        "hello-cf listening",
+        &["address"],
+    )
+    .await?;
+    Ok(fields[0])
+}
+
+/// The socket addresses named by `fields` (`field=<address>`) in the first line of `log` after
+/// byte `offset` that contains `message`: how a component started on port 0 says where it
+/// listens.
+async fn logged_fields(
+    supervisor: &Supervisor,
+    name: &str,
+    log: &Path,
+    offset: u64,
+    message: &str,
+    fields: &[&str],
+) -> anyhow::Result<Vec<SocketAddr>> {
+    poll_until_ready(supervisor, name, || async {
+        let bytes = std::fs::read(log).ok()?;
+        let start = usize::try_from(offset).ok()?.min(bytes.len());
+        let text = String::from_utf8_lossy(&bytes[start..]);
+        let line = text.lines().find(|line| line.contains(message))?;
+        fields
+            .iter()
+            .map(|field| {
+                let prefix = format!("{field}=");
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix(prefix.as_str()))?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    })
+    .await
+    .with_context(|| format!("waiting for {name}'s {message:?} line in {}", log.display()))
 }
 
 async fn wait_http_ok(
