@@ -255,6 +255,101 @@ async fn switching_the_split_mid_run_turns_the_log_within_2s_without_an_error_or
     demo.stop().await;
 }
 
+/// The v2 DestinationRule of k8s/istio.yml with `insecureSkipVerify: true`: a change of the
+/// egress gateway's cluster for v2, which keeps working.
+fn v2_without_verification(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(support::repo_policy_path()).unwrap();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let mut value = <serde_yaml::Value as serde::Deserialize>::deserialize(document).unwrap();
+        if value["kind"] != "DestinationRule"
+            || value["spec"]["host"].as_str() != Some("hello-istio-v2.apps.cf.example")
+        {
+            continue;
+        }
+        let settings = value["spec"]["trafficPolicy"]["portLevelSettings"]
+            .as_sequence_mut()
+            .expect("the v2 DestinationRule has portLevelSettings");
+        for setting in settings {
+            setting["tls"]["insecureSkipVerify"] = serde_yaml::Value::from(true);
+        }
+        let path = dir.join("v2-no-verify.yml");
+        std::fs::write(&path, serde_yaml::to_string(&value).unwrap()).unwrap();
+        return path;
+    }
+    panic!("no DestinationRule for hello-istio-v2.apps.cf.example in k8s/istio.yml")
+}
+
+/// The cluster as the running egress gateway has it.
+async fn gateway_cluster(run_dir: &Path, name: &str) -> serde_json::Value {
+    let admin = std::fs::read_to_string(run_dir.join("egress-gateway.admin")).unwrap();
+    let url = format!(
+        "http://{}/config_dump?resource=dynamic_active_clusters",
+        admin.trim()
+    );
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dump: serde_json::Value = serde_json::from_str(&text).unwrap();
+    dump["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|config| &config["cluster"])
+        .find(|cluster| cluster["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no cluster {name} in {dump}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_changed_back_and_forth_mid_run_fails_no_call() {
+    let _one = ONE_MESH_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = start_demo(dir.path()).await;
+    let cluster = "outbound|443||hello-istio-v2.apps.cf.example";
+    let verifying = gateway_cluster(&demo.run_dir, cluster).await;
+    let validation = "/transport_socket/typed_config/common_tls_context/validation_context";
+    assert!(verifying.pointer(validation).is_some(), "{verifying}");
+
+    let unverified = v2_without_verification(dir.path());
+    let mut all = lines(&mut demo.mesh, 10).await;
+    for round in 0..3 {
+        for (file, verifies) in [
+            (unverified.as_path(), false),
+            (&support::repo_policy_path(), true),
+        ] {
+            let (output, during) =
+                lines_during(&mut demo.mesh, apply(&demo.run_dir, &[file]), |lines| {
+                    lines.len() >= 10
+                })
+                .await;
+            let answer = one_line(&output.stdout);
+            assert!(
+                output.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(answer.contains("hello-istio-v2-tls configured"), "{answer}");
+            all.extend(during);
+            // The running gateway has the cluster this apply asked for.
+            let running = gateway_cluster(&demo.run_dir, cluster).await;
+            assert_eq!(running.pointer(validation).is_some(), verifies, "{running}");
+        }
+    }
+    all.extend(lines(&mut demo.mesh, 10).await);
+    assert_no_error(&all);
+    assert!(v2_lines(&all) > 0, "{all:#?}");
+    demo.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_input_is_one_line_exit_2_and_the_demo_keeps_its_policy() {
     let _one = ONE_MESH_AT_A_TIME.lock().await;
