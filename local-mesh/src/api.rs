@@ -235,7 +235,8 @@ pub fn locate(run_dir: Option<&Path>, base: &Path) -> Result<(PathBuf, SocketAdd
                 Ok(text) => PathBuf::from(text.trim()),
                 Err(_) => {
                     return Err(format!(
-                        "no local-mesh demo is running ({} does not exist); {START}",
+                        "no local-mesh demo is running ({} does not exist; a demo started with \
+                         --run-dir needs the same --run-dir here); {START}",
                         pointer.display()
                     ));
                 }
