@@ -210,11 +210,12 @@ impl XdsFiles {
         let tail = crate::supervisor::log_tail(&self.log, 50);
         tail.lines()
             .rev()
-            .find(|line| line.contains("rejected"))
-            .map(|line| {
-                line.split_once("rejected: ")
-                    .map_or(line, |(_, reason)| reason)
-                    .to_owned()
+            .find_map(|line| {
+                ["config update rejected: ", "config update failure: "]
+                    .iter()
+                    .find_map(|marker| line.split_once(marker))
+                    // A parse error goes on with the file's text from `: {` on.
+                    .map(|(_, reason)| reason.trim_end_matches(": {").to_owned())
             })
             .unwrap_or_else(|| format!("see {}", self.log.display()))
     }
@@ -432,9 +433,10 @@ async fn config_dump(http: &reqwest::Client, admin: SocketAddr) -> anyhow::Resul
     serde_json::from_str(&text).context("Envoy's config_dump is not JSON")
 }
 
-/// The sum of Envoy's `update_rejected` counters (CDS, LDS, every RDS).
+/// The sum of Envoy's `update_rejected` and `update_failure` counters (CDS, LDS, every RDS):
+/// a resource Envoy refuses, or a file it cannot read as xDS at all.
 async fn rejected_updates(http: &reqwest::Client, admin: SocketAddr) -> anyhow::Result<u64> {
-    let text = admin_get(http, admin, "/stats?filter=update_rejected$").await?;
+    let text = admin_get(http, admin, "/stats?filter=update_(rejected|failure)$").await?;
     Ok(text
         .lines()
         .filter_map(|line| line.rsplit_once(": "))
