@@ -11,10 +11,11 @@
 //! change (weights, faults, timeouts, retries) is a route change: a new route configuration is
 //! swapped in for the next request, while a changed listener would drain its connections.
 //!
-//! An update is written in the order istiod pushes, each step acknowledged by Envoy (its
-//! `config_dump` shows the step's version) before the next: clusters first (old and new ones
-//! together), then routes and listeners, then the clusters no longer used are removed. No
-//! route ever names a cluster Envoy does not have yet, so no call fails during the switch.
+//! An update is written make-before-break, as Envoy's xDS protocol asks of a control plane,
+//! each step acknowledged by Envoy (its subscriptions report the step's version) before the
+//! next: clusters first (old and new ones together), then routes and listeners, then the
+//! clusters no longer used are removed. No route ever names a cluster Envoy does not have yet,
+//! so no call fails during the switch.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -163,7 +164,7 @@ impl XdsFiles {
         let admin = self
             .admin
             .with_context(|| format!("{} is not running", self.name))?;
-        let rejected_before = rejected_updates(http, admin).await?;
+        let refused_before = SubscriptionStats::read(http, admin).await?.refused;
         self.version += 1;
         let mut expected = Vec::new();
         for (file, content) in changed {
@@ -171,17 +172,24 @@ impl XdsFiles {
             self.write(&file, content)?;
         }
         let deadline = Instant::now() + ACK_TIMEOUT;
+        let mut refused_at = None;
         loop {
-            let dump = config_dump(http, admin).await?;
-            if expected.iter().all(|e| e.met(&dump, self.version)) {
+            let stats = SubscriptionStats::read(http, admin).await?;
+            if expected.iter().all(|e| stats.has(e, self.version)) {
                 return Ok(());
             }
-            if rejected_updates(http, admin).await? > rejected_before {
-                bail!(
-                    "{} rejected the new configuration: {}",
-                    self.name,
-                    self.rejection_reason()
-                );
+            // Every rename makes Envoy read every file again, so a file refused before this step
+            // (being replaced now) may count once more before the step's last rename: a refusal
+            // is final only if the step is still not taken a moment later.
+            if stats.refused > refused_before {
+                let since = *refused_at.get_or_insert_with(Instant::now);
+                if since.elapsed() >= REFUSAL_GRACE {
+                    bail!(
+                        "{} rejected the new configuration: {}",
+                        self.name,
+                        self.rejection_reason()
+                    );
+                }
             }
             if Instant::now() >= deadline {
                 bail!(
@@ -358,37 +366,60 @@ impl XdsFiles {
     }
 }
 
-/// What Envoy's `config_dump` shows once it took a step.
+/// A file of a step that Envoy is to take.
 enum Expectation {
     Clusters,
     Listeners,
     Route(String),
 }
 
-impl Expectation {
-    fn met(&self, dump: &Value, version: u64) -> bool {
-        let version = version.to_string();
-        let configs = dump["configs"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-        let of_type = |suffix: &str| {
-            configs
-                .iter()
-                .find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with(suffix)))
+/// How long a step whose files Envoy refused may still turn out taken (see `write_step`).
+const REFUSAL_GRACE: Duration = Duration::from_millis(500);
+
+/// What Envoy's subscriptions report: the version each last took (set whenever it reads its
+/// file successfully, even when nothing in it changed), and how many reads it refused.
+struct SubscriptionStats {
+    /// Stat name (`listener_manager.lds`, `http.<prefix>.rds.<route>`) to version.
+    versions: BTreeMap<String, String>,
+    /// `update_rejected` plus `update_failure`, over every subscription.
+    refused: u64,
+}
+
+impl SubscriptionStats {
+    async fn read(http: &reqwest::Client, admin: SocketAddr) -> anyhow::Result<SubscriptionStats> {
+        let text = admin_get(
+            http,
+            admin,
+            "/stats?filter=(version_text|update_rejected|update_failure)$",
+        )
+        .await?;
+        let mut stats = SubscriptionStats {
+            versions: BTreeMap::new(),
+            refused: 0,
         };
-        match self {
-            Expectation::Clusters => of_type(".ClustersConfigDump")
-                .is_some_and(|c| c["version_info"].as_str() == Some(&version)),
-            Expectation::Listeners => of_type(".ListenersConfigDump")
-                .is_some_and(|c| c["version_info"].as_str() == Some(&version)),
-            Expectation::Route(name) => of_type(".RoutesConfigDump").is_some_and(|c| {
-                c["dynamic_route_configs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|r| {
-                        r["route_config"]["name"].as_str() == Some(name)
-                            && r["version_info"].as_str() == Some(&version)
-                    })
-            }),
+        for (name, value) in text.lines().filter_map(|line| line.split_once(": ")) {
+            if let Some(subscription) = name.strip_suffix(".version_text") {
+                let version = value.trim().trim_matches('"').to_owned();
+                stats.versions.insert(subscription.to_owned(), version);
+            } else if let Ok(count) = value.trim().parse::<u64>() {
+                stats.refused += count;
+            }
+        }
+        Ok(stats)
+    }
+
+    fn has(&self, expectation: &Expectation, version: u64) -> bool {
+        let version = version.to_string();
+        match expectation {
+            Expectation::Clusters => self.versions.get("cluster_manager.cds") == Some(&version),
+            Expectation::Listeners => self.versions.get("listener_manager.lds") == Some(&version),
+            Expectation::Route(name) => {
+                // Envoy writes `:` in stat names as `_`.
+                let suffix = format!(".rds.{}", name.replace(':', "_"));
+                self.versions
+                    .iter()
+                    .any(|(stat, v)| stat.ends_with(&suffix) && *v == version)
+            }
         }
     }
 }
@@ -426,22 +457,6 @@ async fn admin_get(
         .text()
         .await
         .with_context(|| format!("GET {url}"))
-}
-
-async fn config_dump(http: &reqwest::Client, admin: SocketAddr) -> anyhow::Result<Value> {
-    let text = admin_get(http, admin, "/config_dump").await?;
-    serde_json::from_str(&text).context("Envoy's config_dump is not JSON")
-}
-
-/// The sum of Envoy's `update_rejected` and `update_failure` counters (CDS, LDS, every RDS):
-/// a resource Envoy refuses, or a file it cannot read as xDS at all.
-async fn rejected_updates(http: &reqwest::Client, admin: SocketAddr) -> anyhow::Result<u64> {
-    let text = admin_get(http, admin, "/stats?filter=update_(rejected|failure)$").await?;
-    Ok(text
-        .lines()
-        .filter_map(|line| line.rsplit_once(": "))
-        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
-        .sum())
 }
 
 #[cfg(test)]

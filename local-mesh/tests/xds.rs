@@ -197,6 +197,14 @@ async fn routes_listeners_and_clusters_change_under_load_without_a_failed_reques
         "{error}"
     );
     assert_eq!(body(&http, envoy.listener).await.unwrap(), "v5");
+    // And the next good configuration is taken as usual.
+    assert!(
+        files
+            .update(&config("v7", "p3", &["c1"]), &http)
+            .await
+            .unwrap()
+    );
+    assert_eq!(body(&http, envoy.listener).await.unwrap(), "v7");
 
     stop.send_replace(true);
     let mut answered = 0;
