@@ -74,6 +74,28 @@ async fn apply(run_dir: &Path, files: &[&Path]) -> Output {
         .expect("cannot run local-mesh apply")
 }
 
+/// `local-mesh apply --run-dir <run_dir> -f -` with `text` on stdin, bounded in time.
+async fn apply_stdin(run_dir: &Path, text: &str) -> Output {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(BINARY)
+        .args(["apply", "-f", "-", "--run-dir"])
+        .arg(run_dir)
+        .env_remove("LOCAL_MESH_RUN_DIR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cannot run local-mesh apply");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).await.unwrap();
+    drop(stdin);
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("apply did not answer within 60 s")
+        .unwrap()
+}
+
 fn one_line(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes).into_owned();
     assert_eq!(text.trim_end().lines().count(), 1, "one line: {text:?}");
@@ -396,6 +418,15 @@ async fn refused_input_is_one_line_exit_2_and_the_demo_keeps_its_policy() {
         );
         assert!(line.contains(expected), "expected {expected:?} in {line}");
     }
+
+    // The same from stdin.
+    let output = apply_stdin(&demo.run_dir, "kind: [VirtualService\n").await;
+    let line = one_line(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{line}");
+    assert!(
+        line.starts_with("local-mesh: <stdin>: document 1 is not valid YAML"),
+        "{line}"
+    );
 
     // The old 30/70 still holds: v2 in the next lines.
     let after = lines(&mut demo.mesh, LINES_AFTER_SWITCH).await;
