@@ -1,15 +1,92 @@
 //! The command line, every flag with its env-var twin. The caller's settings are checked here
 //! as the caller checks them, so a typo fails at once instead of after the mesh started.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use demo_common::cli::ParseOutcome;
 use demo_common::logging::LogFormat;
 
 use crate::repo_root;
 
-/// Configuration; every flag has an env-var twin.
+/// The command line: the demo itself, or `apply` to change the running demo's policy.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    version,
+    about = "The whole demo on one machine: hello v1/v2 behind a Cloud Foundry router, \
+             real Envoy as the Istio sidecar and egress gateway, the proxy and the caller",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: Config,
+}
+
+/// What to do.
+#[derive(Debug, Clone)]
+pub enum Invocation {
+    Run(Config),
+    Apply(ApplyConfig),
+}
+
+/// `local-mesh apply` alone, so the demo's settings and their env twins play no part in it.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "local-mesh apply", about = APPLY_ABOUT)]
+struct ApplyCli {
+    #[command(flatten)]
+    apply: ApplyConfig,
+}
+
+const APPLY_ABOUT: &str =
+    "Applies Istio resources to the running demo, as `kubectl apply -f` does on a cluster";
+
+/// Parses the command line, or exits as [`demo_common::cli::parse_or_exit`] does.
+pub fn invocation_or_exit() -> Invocation {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|arg| arg == "apply") {
+        return match demo_common::cli::try_parse_from::<ApplyCli, _, _>(
+            std::iter::once(OsString::from("local-mesh apply")).chain(args[2..].iter().cloned()),
+        ) {
+            Ok(cli) => Invocation::Apply(cli.apply),
+            Err(ParseOutcome::Display(text)) => {
+                print!("{text}");
+                std::process::exit(0);
+            }
+            Err(ParseOutcome::Invalid(line)) => demo_common::cli::config_error_exit(&line),
+        };
+    }
+    let cli: Cli = demo_common::cli::parse_or_exit();
+    match cli.command {
+        Some(Command::Apply(apply)) => Invocation::Apply(apply),
+        None => Invocation::Run(cli.run),
+    }
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    #[command(about = APPLY_ABOUT)]
+    Apply(ApplyConfig),
+}
+
+/// `local-mesh apply`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApplyConfig {
+    /// File of Istio resources (YAML, one or more documents), `-` for stdin; repeatable. All
+    /// files are applied together, or none.
+    #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Run directory of the demo to change, if it was started with one
+    /// [default: the demo started last with the default run directory].
+    #[arg(long, env = "LOCAL_MESH_RUN_DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+/// Configuration of the demo; every flag has an env-var twin.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     version,
@@ -127,7 +204,7 @@ fn whole_number(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use demo_common::cli::{ParseOutcome, try_parse_from};
+    use demo_common::cli::try_parse_from;
 
     fn parse(args: &[&str]) -> Result<Config, ParseOutcome> {
         try_parse_from::<Config, _, _>(std::iter::once("local-mesh").chain(args.iter().copied()))
@@ -150,6 +227,49 @@ mod tests {
         let config = parse(&["--count", "unbounded", "--summary-every", "30s"]).unwrap();
         assert_eq!(config.count.calls(), None);
         assert_eq!(config.summary_every, "30s");
+    }
+
+    fn parse_cli(args: &[&str]) -> Result<Cli, ParseOutcome> {
+        try_parse_from::<Cli, _, _>(std::iter::once("local-mesh").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn apply_takes_repeated_files_and_stdin() {
+        let cli = parse_cli(&["apply", "-f", "a.yml", "--file", "-"]).unwrap();
+        let Some(Command::Apply(apply)) = cli.command else {
+            panic!("not apply: {cli:?}")
+        };
+        assert_eq!(apply.files, [PathBuf::from("a.yml"), PathBuf::from("-")]);
+        assert!(parse_cli(&[]).unwrap().command.is_none());
+    }
+
+    #[test]
+    fn bad_apply_flags_are_one_line_errors() {
+        for args in [
+            &["apply"][..],
+            &["apply", "-f"],
+            &["apply", "-f", "a.yml", "--bogus"],
+            &["--count", "3", "apply", "-f", "a.yml"],
+        ] {
+            match parse_cli(args) {
+                Err(ParseOutcome::Invalid(line)) => assert!(!line.contains('\n'), "{line}"),
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn apply_alone_knows_only_its_own_flags() {
+        let parse = |args: &[&str]| {
+            try_parse_from::<ApplyCli, _, _>(
+                std::iter::once("local-mesh apply").chain(args.iter().copied()),
+            )
+        };
+        assert_eq!(parse(&["-f", "a.yml"]).unwrap().apply.files.len(), 1);
+        assert!(matches!(
+            parse(&["-f", "a.yml", "--count", "3"]),
+            Err(ParseOutcome::Invalid(_))
+        ));
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //!
 //! [`run`] is the program: it reads the policy from k8s/istio.yml, finds (or installs) Envoy,
 //! builds the demo's programs if needed, starts every component on loopback ([`mesh::Mesh`]),
-//! prints the caller's lines as they come and stops everything at the end.
+//! prints the caller's lines as they come and stops everything at the end. While it runs,
+//! [`api::ApiServer`] takes `local-mesh apply` ([`apply`]) and switches the running Envoys to the
+//! new policy through their xDS files ([`xds`]).
 
+pub mod api;
+pub mod apply;
 pub mod bootstrap;
 pub mod certs;
 pub mod config;
@@ -11,7 +15,9 @@ pub mod envoy;
 pub mod mesh;
 pub mod policy;
 pub mod programs;
+pub mod store;
 pub mod supervisor;
+pub mod xds;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,8 +26,11 @@ use anyhow::Context as _;
 
 pub use crate::config::Config;
 
+use crate::api::ApiServer;
 use crate::mesh::{CallerOptions, Mesh, MeshEvent, MeshOptions};
 use crate::policy::Policy;
+use crate::policy::manifest::Manifest;
+use crate::store::ResourceStore;
 
 /// The workspace this binary was built from: where k8s/, .venv and .local-mesh live.
 pub fn repo_root() -> PathBuf {
@@ -32,9 +41,9 @@ pub fn repo_root() -> PathBuf {
 /// The program: exit 0 after a bounded run or Ctrl-C, 1 when a component fails, 2 for bad
 /// configuration (the policy included).
 pub async fn run(config: Config) -> ExitCode {
-    let policy = match Policy::load(&config.policy) {
-        Ok(policy) => policy,
-        Err(error) => demo_common::cli::config_error_exit(&error.to_string()),
+    let (policy, store) = match load_policy(&config.policy) {
+        Ok(loaded) => loaded,
+        Err(message) => demo_common::cli::config_error_exit(&message),
     };
     if let Some(envoy) = config
         .envoy
@@ -46,7 +55,7 @@ pub async fn run(config: Config) -> ExitCode {
             envoy.display()
         ));
     }
-    match run_with_policy(&config, policy).await {
+    match run_with_policy(&config, policy, store).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("local-mesh: error: {error:#}");
@@ -55,7 +64,21 @@ pub async fn run(config: Config) -> ExitCode {
     }
 }
 
-async fn run_with_policy(config: &Config, policy: Policy) -> anyhow::Result<ExitCode> {
+/// The policy, and the resources it is read from as the running demo keeps them for `apply`.
+/// Errors are one line.
+pub fn load_policy(path: &Path) -> Result<(Policy, ResourceStore), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read policy {}: {error}", path.display()))?;
+    let manifest = Manifest::parse(path, &text).map_err(|error| error.to_string())?;
+    let policy = Policy::from_manifest(path, &manifest).map_err(|error| error.to_string())?;
+    Ok((policy, ResourceStore::new(manifest)))
+}
+
+async fn run_with_policy(
+    config: &Config,
+    policy: Policy,
+    store: ResourceStore,
+) -> anyhow::Result<ExitCode> {
     let repo = repo_root();
     eprintln!(
         "local-mesh: policy from {}: {}",
@@ -70,9 +93,10 @@ async fn run_with_policy(config: &Config, policy: Policy) -> anyhow::Result<Exit
         .context("local-mesh's executable has no directory")?
         .to_owned();
     let programs = programs::ensure_built(&bin_dir, &repo).await?;
+    let runs = repo.join(".local-mesh");
     let run_dir = match &config.run_dir {
         Some(dir) => dir.clone(),
-        None => new_run_dir(&repo.join(".local-mesh"))?,
+        None => new_run_dir(&runs)?,
     };
     eprintln!(
         "local-mesh: Envoy {version} ({}); run directory {}",
@@ -101,9 +125,36 @@ async fn run_with_policy(config: &Config, policy: Policy) -> anyhow::Result<Exit
             return Ok(ExitCode::SUCCESS);
         }
     };
+    let api = match ApiServer::start(mesh.control(), store, mesh.run_dir()).await {
+        Ok(api) => api,
+        Err(error) => {
+            mesh.shutdown().await?;
+            return Err(error);
+        }
+    };
+    // Only the default run directory is named in .local-mesh/current: a demo (or a test) with a
+    // run directory of its own never takes `apply` away from the one a user started plainly.
+    let pointer = config.run_dir.is_none().then_some(&runs);
+    if let Some(runs) = pointer {
+        if let Err(error) = api::write_pointer(runs, mesh.run_dir()) {
+            eprintln!("local-mesh: warning: `local-mesh apply` will need --run-dir: {error:#}");
+        }
+    }
     print_components(&mesh);
+    eprintln!(
+        "local-mesh: change the policy while it runs: cargo run --release -p local-mesh -- apply -f <file>{}",
+        if pointer.is_some() {
+            String::new()
+        } else {
+            format!(" --run-dir {}", mesh.run_dir().display())
+        }
+    );
     let code = follow(&mut mesh, &mut shutdown).await;
     eprintln!("local-mesh: stopping every component");
+    if let Some(runs) = pointer {
+        api::clear_pointer(runs, mesh.run_dir());
+    }
+    api.stop().await;
     mesh.shutdown().await?;
     eprintln!("local-mesh: all components stopped");
     Ok(code)
