@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 /// What went wrong reading the policy; each message names the file and the resource.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,7 @@ pub enum PolicyError {
     Yaml {
         path: PathBuf,
         index: usize,
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     #[error("{path}: {resource}: {message}")]
     Resource {
@@ -511,7 +511,7 @@ impl<'p> Resources<'p> {
             destination_rules: Vec::new(),
             virtual_services: Vec::new(),
         };
-        for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
             let yaml_error = |source| PolicyError::Yaml {
                 path: path.to_owned(),
                 index: index + 1,
@@ -521,7 +521,7 @@ impl<'p> Resources<'p> {
             if value.is_null() {
                 continue; // comments only, e.g. before the first `---`
             }
-            let document: Document = serde_yaml::from_value(value).map_err(yaml_error)?;
+            let document: Document = serde_norway::from_value(value).map_err(yaml_error)?;
             resources.add(document)?;
         }
         Ok(resources)
@@ -587,7 +587,8 @@ impl<'p> Resources<'p> {
     }
 
     fn spec<T: DeserializeOwned>(&self, resource: &str, spec: Value) -> Result<T, PolicyError> {
-        serde_yaml::from_value(spec).map_err(|error| self.error(resource, format!("spec: {error}")))
+        serde_norway::from_value(spec)
+            .map_err(|error| self.error(resource, format!("spec: {error}")))
     }
 
     fn error(&self, resource: &str, message: impl Into<String>) -> PolicyError {

@@ -319,23 +319,23 @@ fn all_to_first_destination(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(repo_policy_path()).unwrap();
     let mut documents = Vec::new();
     let mut edited = 0;
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let mut value = <serde_yaml::Value as serde::Deserialize>::deserialize(document).unwrap();
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let mut value = <serde_norway::Value as serde::Deserialize>::deserialize(document).unwrap();
         let routes = value
             .get_mut("spec")
             .and_then(|spec| spec.get_mut("http"))
             .and_then(|http| http.get_mut(0))
             .and_then(|route| route.get_mut("route"))
-            .and_then(serde_yaml::Value::as_sequence_mut);
+            .and_then(serde_norway::Value::as_sequence_mut);
         if let Some(routes) = routes {
             if routes.len() > 1 {
                 for (index, route) in routes.iter_mut().enumerate() {
-                    route["weight"] = serde_yaml::Value::from(if index == 0 { 100 } else { 0 });
+                    route["weight"] = serde_norway::Value::from(if index == 0 { 100 } else { 0 });
                     edited += 1;
                 }
             }
         }
-        documents.push(serde_yaml::to_string(&value).unwrap());
+        documents.push(serde_norway::to_string(&value).unwrap());
     }
     assert!(edited >= 2, "no weighted route found in k8s/istio.yml");
     let path = dir.join("istio-100-0.yml");
