@@ -1,6 +1,14 @@
 //! The demo's own programs (hello-cf, app-that-calls-externally, traffic), taken from the cargo
 //! output directory local-mesh runs from, and built there when missing or older than their
 //! sources.
+//!
+//! A fresh clone's first `cargo run --release -p local-mesh` builds local-mesh, whose
+//! dependencies include the three programs' libraries (local-mesh/Cargo.toml), so every crate
+//! they need is compiled there, once. The build here then names local-mesh too: cargo unifies
+//! the features of shared crates over the packages it is asked for, and with local-mesh among
+//! them the set is exactly the one of the first build, so nothing is compiled again but the
+//! three main.rs files; without it, crates such as tokio would get other features (traffic's
+//! `io-std`, ...) and be rebuilt with everything above them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,6 +19,8 @@ use anyhow::{Context as _, bail};
 pub const HELLO_CF: &str = "hello-cf";
 pub const PROXY: &str = "app-that-calls-externally";
 pub const CALLER: &str = "traffic";
+/// local-mesh's own package, named in every build of the programs to keep features unified.
+const LOCAL_MESH: &str = "local-mesh";
 
 /// Paths of the three binaries.
 #[derive(Debug, Clone)]
@@ -24,9 +34,15 @@ pub struct Programs {
 /// or stale with `$CARGO build` (the profile is the directory's name).
 pub async fn ensure_built(bin_dir: &Path, repo: &Path) -> anyhow::Result<Programs> {
     let (dir, root) = (bin_dir.to_owned(), repo.to_owned());
-    tokio::task::spawn_blocking(move || build_stale(&dir, &root, &[HELLO_CF, PROXY, CALLER]))
-        .await
-        .context("the build task failed")??;
+    tokio::task::spawn_blocking(move || {
+        let stale = stale(&dir, &root, &[HELLO_CF, PROXY, CALLER])?;
+        if stale.is_empty() {
+            return Ok(());
+        }
+        build(&dir, &root, &stale, &[LOCAL_MESH])
+    })
+    .await
+    .context("the build task failed")??;
     Ok(Programs {
         hello_cf: bin_dir.join(HELLO_CF),
         proxy: bin_dir.join(PROXY),
@@ -38,6 +54,15 @@ pub async fn ensure_built(bin_dir: &Path, repo: &Path) -> anyhow::Result<Program
 /// package whose binary has its name) that are missing or older than their sources or the
 /// shared crate's. Blocks until cargo is done; its progress goes to stderr.
 pub fn build_stale(bin_dir: &Path, repo: &Path, packages: &[&str]) -> anyhow::Result<()> {
+    let stale = stale(bin_dir, repo, packages)?;
+    if stale.is_empty() {
+        return Ok(());
+    }
+    build(bin_dir, repo, &stale, &[])
+}
+
+/// Those of `packages` whose binary in `bin_dir` is missing or older than their sources.
+fn stale<'p>(bin_dir: &Path, repo: &Path, packages: &[&'p str]) -> anyhow::Result<Vec<&'p str>> {
     let mut stale = Vec::new();
     for &package in packages {
         let built = modified(&bin_dir.join(package));
@@ -46,13 +71,12 @@ pub fn build_stale(bin_dir: &Path, repo: &Path, packages: &[&str]) -> anyhow::Re
             stale.push(package);
         }
     }
-    if stale.is_empty() {
-        return Ok(());
-    }
-    build(bin_dir, repo, &stale)
+    Ok(stale)
 }
 
-fn build(bin_dir: &Path, repo: &Path, packages: &[&str]) -> anyhow::Result<()> {
+/// Builds `packages`, with `also` named on the same command line (built if stale, and part of
+/// the feature unification).
+fn build(bin_dir: &Path, repo: &Path, packages: &[&str], also: &[&str]) -> anyhow::Result<()> {
     let profile = bin_dir
         .file_name()
         .and_then(|name| name.to_str())
@@ -78,7 +102,7 @@ fn build(bin_dir: &Path, repo: &Path, packages: &[&str]) -> anyhow::Result<()> {
     if profile == "release" {
         command.arg("--release");
     }
-    for package in packages {
+    for package in packages.iter().chain(also) {
         command.arg("-p").arg(package);
     }
     eprintln!(
