@@ -8,7 +8,8 @@
 //! the features of shared crates over the packages it is asked for, and with local-mesh among
 //! them the set is exactly the one of the first build, so nothing is compiled again but the
 //! three main.rs files; without it, crates such as tokio would get other features (traffic's
-//! `io-std`, ...) and be rebuilt with everything above them.
+//! `io-std`, ...) and be rebuilt with everything above them. For the same reason the build runs
+//! without the variables `cargo run` set for local-mesh.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -93,6 +94,18 @@ fn build(bin_dir: &Path, repo: &Path, packages: &[&str], also: &[&str]) -> anyho
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(&cargo);
+    // `cargo run` sets these for local-mesh; the user's shell, where the first build ran, had
+    // none of them. Build scripts that ask to rerun when one changes (ring's does, for
+    // CARGO_MANIFEST_DIR and CARGO_PKG_*) would otherwise run again and rebuild everything above
+    // them: ring, rustls, reqwest, ...
+    for (name, _) in std::env::vars_os() {
+        if let Some(name) = name
+            .to_str()
+            .filter(|name| set_by_cargo_for_a_program(name))
+        {
+            command.env_remove(name);
+        }
+    }
     command
         .arg("build")
         .arg("--manifest-path")
@@ -124,6 +137,22 @@ fn build(bin_dir: &Path, repo: &Path, packages: &[&str], also: &[&str]) -> anyho
         bail!("building {} failed: {status}", packages.join(", "));
     }
     Ok(())
+}
+
+/// Whether `name` is one of the variables cargo sets for the program it runs (`CARGO`, which
+/// names cargo itself, is kept).
+fn set_by_cargo_for_a_program(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "OUT_DIR"
+        )
 }
 
 /// The newest modification time among a package's sources and the shared crate's.
@@ -161,4 +190,36 @@ fn newest_in(dir: &Path) -> anyhow::Result<Option<SystemTime>> {
 
 fn modified(path: &Path) -> Option<SystemTime> {
     path.metadata().and_then(|meta| meta.modified()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_cargo_sets_for_a_program_is_dropped() {
+        for dropped in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+        ] {
+            assert!(set_by_cargo_for_a_program(dropped), "{dropped}");
+        }
+        // The user's own settings reach the build.
+        for kept in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_PROFILE_RELEASE_LTO",
+            "CARGO_BUILD_JOBS",
+            "RUSTFLAGS",
+            "PATH",
+        ] {
+            assert!(!set_by_cargo_for_a_program(kept), "{kept}");
+        }
+    }
 }
