@@ -118,11 +118,16 @@ fn build(bin_dir: &Path, repo: &Path, packages: &[&str], also: &[&str]) -> anyho
     for package in packages.iter().chain(also) {
         command.arg("-p").arg(package);
     }
+    // The command alone: its Debug form would list every variable removed above.
+    let shown = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
     eprintln!(
-        "local-mesh: {} missing or older than the sources in {}; building: {:?}",
+        "local-mesh: {} missing or older than the sources in {}; building: {shown}",
         packages.join(", "),
         bin_dir.display(),
-        command
     );
     // Cargo's progress goes to stderr; nothing it prints belongs on stdout.
     let stderr = std::os::fd::AsFd::as_fd(&std::io::stderr())
