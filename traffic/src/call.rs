@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
 use crate::body::CappedBody;
@@ -84,6 +85,7 @@ pub struct BuildError(#[from] reqwest::Error);
 pub struct Caller {
     client: reqwest::Client,
     url: Url,
+    headers: HeaderMap,
     timeout: Duration,
     max_body: usize,
 }
@@ -114,6 +116,7 @@ impl Caller {
         Ok(Self {
             client,
             url: config.url.clone(),
+            headers: crate::header::header_map(&config.headers),
             timeout: config.timeout,
             max_body: config.max_body,
         })
@@ -130,7 +133,11 @@ impl Caller {
     }
 
     async fn fetch(&self) -> Outcome {
-        let mut response = match self.client.get(self.url.clone()).send().await {
+        let request = self
+            .client
+            .get(self.url.clone())
+            .headers(self.headers.clone());
+        let mut response = match request.send().await {
             Ok(response) => response,
             Err(error) => return Outcome::Failed(classify(&error)),
         };
