@@ -15,12 +15,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::mesh::{MeshControl, ReconfigureError};
+use crate::mesh::{MeshControl, PROXY_SERVICE, ReconfigureError};
 use crate::policy::Policy;
 use crate::policy::manifest::Manifest;
 use crate::store::{Change, ResourceStore};
@@ -31,6 +31,33 @@ pub const API_FILE: &str = "api";
 pub const CURRENT_POINTER: &str = "current";
 /// The path `apply` posts to.
 pub const APPLY_PATH: &str = "/apply";
+/// The path `set-env` and `unset-env` post to.
+pub const SET_ENV_PATH: &str = "/set-env";
+/// Where `call` learns how the caller reaches the proxy.
+pub const CALLER_PATH: &str = "/caller";
+
+/// What `set-env`/`unset-env` send: the app (`hello-v1`, `hello-v2`) and each variable to set
+/// (`Some`) or unset (`None`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SetEnvRequest {
+    pub app: String,
+    pub changes: Vec<(String, Option<String>)>,
+}
+
+/// How the caller reaches the proxy: its Service's URL through the caller's sidecar.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CallerEnv {
+    pub url: String,
+    pub http_proxy: String,
+}
+
+/// A [`SetEnvRequest`] for whoever owns the app processes ([`crate::mesh::Mesh::set_hello_env`]);
+/// the answer is one line.
+#[derive(Debug)]
+pub struct EnvRequest {
+    pub request: SetEnvRequest,
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
 
 /// What `apply` sends: the files as read, each with the name it was given.
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,6 +80,9 @@ struct ApiState {
     control: MeshControl,
     /// Held for the whole of an apply, so applies happen one after the other.
     store: Mutex<ResourceStore>,
+    env_requests: mpsc::Sender<EnvRequest>,
+    /// Whether anyone takes [`EnvRequest`]s ([`ApiServer::env_requests`]).
+    env_served: std::sync::atomic::AtomicBool,
 }
 
 /// The running endpoint.
@@ -61,6 +91,8 @@ pub struct ApiServer {
     address_file: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    state: Arc<ApiState>,
+    env_requests: Option<mpsc::Receiver<EnvRequest>>,
 }
 
 impl ApiServer {
@@ -78,13 +110,18 @@ impl ApiServer {
         .await
         .context("cannot open the apply endpoint on 127.0.0.1")?;
         let address = server.local_addr().context("cannot read its address")?;
+        let (env_sender, env_requests) = mpsc::channel(4);
         let state = Arc::new(ApiState {
             control,
             store: Mutex::new(store),
+            env_requests: env_sender,
+            env_served: false.into(),
         });
         let router = axum::Router::new()
             .route(APPLY_PATH, post(apply))
-            .with_state(state);
+            .route(SET_ENV_PATH, post(set_env))
+            .route(CALLER_PATH, get(caller))
+            .with_state(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -100,7 +137,21 @@ impl ApiServer {
             address_file,
             stop: Some(stop),
             task,
+            state,
+            env_requests: Some(env_requests),
         })
+    }
+
+    /// The `set-env` requests, for the owner of the app processes to serve; until they are
+    /// taken, `set-env` is answered that this demo does not restart apps.
+    pub fn env_requests(&mut self) -> Option<mpsc::Receiver<EnvRequest>> {
+        let requests = self.env_requests.take();
+        if requests.is_some() {
+            self.state
+                .env_served
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        requests
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -205,6 +256,72 @@ async fn apply_files(state: &ApiState, request: ApplyRequest) -> (StatusCode, St
         Err(ReconfigureError::Failed(error)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             first_line(&format!("{source}: not applied: {error:#}")),
+        ),
+    }
+}
+
+async fn set_env(
+    State(state): State<Arc<ApiState>>,
+    body: axum::body::Bytes,
+) -> (StatusCode, String) {
+    let request: SetEnvRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not a set-env request: {error}\n"),
+            );
+        }
+    };
+    if !state.env_served.load(std::sync::atomic::Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this demo does not restart its apps (it runs inside a test)\n".to_owned(),
+        );
+    }
+    let (reply, answer) = oneshot::channel();
+    if state
+        .env_requests
+        .send(EnvRequest { request, reply })
+        .await
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the demo is stopping\n".to_owned(),
+        );
+    }
+    match answer.await {
+        Ok(Ok(line)) => {
+            eprintln!("local-mesh: {line}");
+            (StatusCode::OK, format!("{line}\n"))
+        }
+        Ok(Err(line)) => {
+            eprintln!("local-mesh: set-env refused: {line}");
+            (REFUSED, format!("{line}\n"))
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the demo is stopping\n".to_owned(),
+        ),
+    }
+}
+
+async fn caller(State(state): State<Arc<ApiState>>) -> (StatusCode, String) {
+    match state.control.caller_sidecar().await {
+        Some(sidecar) => {
+            let env = CallerEnv {
+                url: format!("http://{PROXY_SERVICE}/"),
+                http_proxy: format!("http://{sidecar}"),
+            };
+            (
+                StatusCode::OK,
+                serde_json::to_string(&env).unwrap_or_default(),
+            )
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the caller's sidecar is not running\n".to_owned(),
         ),
     }
 }

@@ -21,53 +21,66 @@ pub async fn run(config: ApplyConfig) -> ExitCode {
         Ok(files) => files,
         Err(message) => return refused(&message),
     };
-    let base = crate::repo_root().join(".local-mesh");
-    let (api_file, address) = match api::locate(config.run_dir.as_deref(), &base) {
-        Ok(found) => found,
-        Err(message) => return failed(&message),
-    };
-    demo_common::tls::install_crypto_provider();
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(ANSWER_TIMEOUT)
-        .build()
-    {
-        Ok(client) => client,
-        Err(error) => return failed(&format!("cannot build an HTTP client: {error}")),
-    };
-    let url = format!("http://{address}{}", api::APPLY_PATH);
     let body = match serde_json::to_vec(&ApplyRequest { files }) {
         Ok(body) => body,
         Err(error) => return failed(&format!("cannot encode the request: {error}")),
     };
-    let response = match client
-        .post(&url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await
-    {
+    match send(config.run_dir.as_deref(), api::APPLY_PATH, Some(body)).await {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// Sends a request to the running demo's endpoint `path` (POST with `body`, else GET) and
+/// returns its answer; on anything but success, prints why and returns the exit code: 2 when
+/// the demo refused the request, 1 when there is no demo or it failed.
+pub async fn send(
+    run_dir: Option<&Path>,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<String, ExitCode> {
+    let base = crate::repo_root().join(".local-mesh");
+    let (api_file, address) = api::locate(run_dir, &base).map_err(|message| failed(&message))?;
+    demo_common::tls::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(ANSWER_TIMEOUT)
+        .build()
+        .map_err(|error| failed(&format!("cannot build an HTTP client: {error}")))?;
+    let url = format!("http://{address}{path}");
+    let request = match body {
+        Some(body) => client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body),
+        None => client.get(&url),
+    };
+    let response = match request.send().await {
         Ok(response) => response,
         Err(error) if error.is_connect() => {
-            return failed(&format!(
+            return Err(failed(&format!(
                 "no local-mesh demo is running: {} names {address}, which does not answer (the demo stopped without removing it?)",
                 api_file.display()
-            ));
+            )));
         }
-        Err(error) => return failed(&format!("POST {url}: {error}")),
+        Err(error) => return Err(failed(&format!("{url}: {error}"))),
     };
     let status = response.status();
-    let line = match response.text().await {
-        Ok(text) => text.trim_end().to_owned(),
-        Err(error) => return failed(&format!("POST {url}: {error}")),
-    };
+    let line = response
+        .text()
+        .await
+        .map_err(|error| failed(&format!("{url}: {error}")))?
+        .trim_end()
+        .to_owned();
     if status.is_success() {
-        println!("{line}");
-        ExitCode::SUCCESS
+        Ok(line)
     } else if status == api::REFUSED || status.is_client_error() {
-        refused(&line)
+        Err(refused(&line))
     } else {
-        failed(&line)
+        Err(failed(&line))
     }
 }
 
@@ -101,12 +114,12 @@ fn read_files(paths: &[PathBuf]) -> Result<Vec<SourceFile>, String> {
     Ok(files)
 }
 
-fn refused(message: &str) -> ExitCode {
+pub(crate) fn refused(message: &str) -> ExitCode {
     eprintln!("local-mesh: {message}");
     ExitCode::from(demo_common::cli::EXIT_CONFIG as u8)
 }
 
-fn failed(message: &str) -> ExitCode {
+pub(crate) fn failed(message: &str) -> ExitCode {
     eprintln!("local-mesh: {message}");
     ExitCode::FAILURE
 }

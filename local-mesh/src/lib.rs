@@ -15,6 +15,7 @@ pub mod envoy;
 pub mod mesh;
 pub mod policy;
 pub mod programs;
+pub mod remote;
 pub mod store;
 pub mod supervisor;
 pub mod xds;
@@ -125,7 +126,7 @@ async fn run_with_policy(
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let api = match ApiServer::start(mesh.control(), store, mesh.run_dir()).await {
+    let mut api = match ApiServer::start(mesh.control(), store, mesh.run_dir()).await {
         Ok(api) => api,
         Err(error) => {
             mesh.shutdown().await?;
@@ -149,7 +150,8 @@ async fn run_with_policy(
             format!(" --run-dir {}", mesh.run_dir().display())
         }
     );
-    let code = follow(&mut mesh, &mut shutdown).await;
+    let mut env_requests = api.env_requests();
+    let code = follow(&mut mesh, &mut env_requests, &mut shutdown).await;
     eprintln!("local-mesh: stopping every component");
     if let Some(runs) = pointer {
         api::clear_pointer(runs, mesh.run_dir());
@@ -160,12 +162,28 @@ async fn run_with_policy(
     Ok(code)
 }
 
-/// Prints the caller's lines until it finishes, a component dies, or a signal arrives.
-async fn follow(mesh: &mut Mesh, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> ExitCode {
+/// Prints the caller's lines until it finishes, a component dies, or a signal arrives; serves
+/// `set-env` requests in between (the mesh owns the app processes).
+async fn follow(
+    mesh: &mut Mesh,
+    env_requests: &mut Option<tokio::sync::mpsc::Receiver<api::EnvRequest>>,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> ExitCode {
     use std::io::Write as _;
     loop {
+        let next_request = async {
+            match env_requests.as_mut() {
+                Some(requests) => requests.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let event = tokio::select! {
             event = mesh.next_event() => event,
+            Some(request) = next_request => {
+                let answer = set_env(mesh, &request.request).await;
+                let _ = request.reply.send(answer);
+                continue;
+            }
             () = &mut *shutdown => return ExitCode::SUCCESS,
         };
         match event {
@@ -198,6 +216,47 @@ async fn follow(mesh: &mut Mesh, shutdown: &mut (impl Future<Output = ()> + Unpi
             None => return ExitCode::FAILURE,
         }
     }
+}
+
+/// Serves one `set-env`/`unset-env` request: the app restarted with its changed environment.
+pub async fn set_env(mesh: &mut Mesh, request: &api::SetEnvRequest) -> Result<String, String> {
+    let version = mesh
+        .addresses()
+        .hello
+        .keys()
+        .copied()
+        .find(|version| mesh::hello_component(*version) == request.app)
+        .ok_or_else(|| {
+            let apps: Vec<String> = mesh
+                .addresses()
+                .hello
+                .keys()
+                .map(|version| mesh::hello_component(*version))
+                .collect();
+            format!(
+                "no app named {:?} (this demo runs {})",
+                request.app,
+                apps.join(", ")
+            )
+        })?;
+    let env = mesh
+        .set_hello_env(version, &request.changes)
+        .await
+        .map_err(|error| format!("{error:#}").replace('\n', " "))?;
+    let knobs: Vec<String> = env
+        .iter()
+        .filter(|(name, _)| ["FAIL_PERCENT", "FAIL_STATUS", "DELAY"].contains(&name.as_str()))
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    Ok(format!(
+        "{} restarted with {}",
+        request.app,
+        if knobs.is_empty() {
+            "no fault knobs set".to_owned()
+        } else {
+            knobs.join(" ")
+        }
+    ))
 }
 
 fn print_components(mesh: &Mesh) {

@@ -173,6 +173,7 @@ impl Mesh {
                 policy: options.policy.clone(),
                 hello: BTreeMap::new(),
                 upstreams: Upstreams::default(),
+                caller_sidecar: None,
                 certificates: certificates.clone(),
                 run_dir: options.run_dir.clone(),
                 envoys: BTreeMap::new(),
@@ -291,7 +292,19 @@ impl Mesh {
 
     /// The next thing that happened; `None` when nothing more can happen.
     pub async fn next_event(&mut self) -> Option<MeshEvent> {
-        let event = self.events.recv().await?;
+        let event = loop {
+            match self.events.recv().await? {
+                // An app that refused a new environment was started again with its previous
+                // one ([`Mesh::set_hello_env`]): its exit is history, not a failure.
+                Event::Exited { name, .. }
+                    if self.supervisor.spec(&name).is_some()
+                        && self.supervisor.exit_status(&name).is_none() =>
+                {
+                    continue;
+                }
+                event => break event,
+            }
+        };
         Some(match event {
             Event::Line { line, .. } => MeshEvent::CallerLine(line),
             Event::Exited { name, status, .. } if name == CALLER && status.success() => {
@@ -315,13 +328,62 @@ impl Mesh {
     /// learns as gorouter learns a new instance's address; then waits until it serves.
     pub async fn restart_hello(&mut self, version: HelloVersion) -> anyhow::Result<()> {
         let name = hello_component(version);
-        let log = self
+        let spec = self
             .supervisor
-            .log(&name)
+            .spec(&name)
             .with_context(|| format!("no {name} in this mesh"))?
-            .to_owned();
+            .clone();
+        self.start_hello_with(version, spec).await
+    }
+
+    /// Sets (`Some`) or unsets (`None`) environment variables of a hello app and restarts it,
+    /// as `cf set-env` (or `cf unset-env`) and `cf restart` do on Cloud Foundry: the new process
+    /// listens on a port the OS chooses, which the router's cluster learns through CDS, as
+    /// gorouter learns a new instance's address. If the app does not start with the new
+    /// environment (a bad value: hello-cf exits 2 naming the variable), it is started again with
+    /// the one it had and the error says why. Returns the app's environment now.
+    pub async fn set_hello_env(
+        &mut self,
+        version: HelloVersion,
+        changes: &[(String, Option<String>)],
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let name = hello_component(version);
+        let previous = self
+            .supervisor
+            .spec(&name)
+            .with_context(|| format!("no {name} in this mesh"))?
+            .clone();
+        let mut next = previous.clone();
+        for (key, value) in changes {
+            next.env.retain(|(k, _)| k != key);
+            if let Some(value) = value {
+                next.env.push((key.clone(), value.clone()));
+            }
+        }
+        self.supervisor.stop(&name).await?;
+        match self.start_hello_with(version, next.clone()).await {
+            Ok(()) => Ok(next.env),
+            Err(error) => {
+                let _ = self.supervisor.stop(&name).await;
+                self.start_hello_with(version, previous)
+                    .await
+                    .with_context(|| format!("{name} did not start again as it was"))?;
+                Err(error.context(format!(
+                    "{name} did not start with the new environment; it runs as before"
+                )))
+            }
+        }
+    }
+
+    async fn start_hello_with(
+        &mut self,
+        version: HelloVersion,
+        spec: ProcessSpec,
+    ) -> anyhow::Result<()> {
+        let name = spec.name.clone();
+        let log = spec.log.clone();
         let log_offset = file_len(&log);
-        self.supervisor.restart(&name)?;
+        self.supervisor.spawn(spec)?;
         let address = hello_address(&self.supervisor, &name, &log, log_offset).await?;
         wait_http_ok(
             &self.supervisor,
@@ -405,6 +467,11 @@ impl MeshControl {
         Ok(changed)
     }
 
+    /// The caller's sidecar, which a second caller (`local-mesh call`) goes through too.
+    pub async fn caller_sidecar(&self) -> Option<SocketAddr> {
+        self.inner.lock().await.caller_sidecar
+    }
+
     /// The egress gateway's listener for each of its servers' ports, now.
     pub async fn egress_gateway_ports(&self) -> BTreeMap<u16, SocketAddr> {
         self.inner.lock().await.upstreams.egress_gateway.clone()
@@ -477,6 +544,7 @@ struct Control {
     hello: BTreeMap<HelloVersion, SocketAddr>,
     /// Where the router, the gateway's listeners and the proxy listen (so far).
     upstreams: Upstreams,
+    caller_sidecar: Option<SocketAddr>,
     certificates: Certificates,
     run_dir: PathBuf,
     /// The xDS files of each running Envoy.
@@ -638,6 +706,7 @@ impl Starter<'_> {
         self.control.upstreams.proxy = Some(proxy);
         self.control.update(SIDECAR).await?;
         let caller_sidecar = self.start_envoy(CALLER_SIDECAR).await?[0].1;
+        self.control.caller_sidecar = Some(caller_sidecar);
         if let Some(caller) = &self.options.caller {
             self.start_caller(caller, caller_sidecar)?;
         }
