@@ -8,6 +8,10 @@ use super::*;
 /// AuthorizationPolicy. Tests edit it with `edited`.
 const MANIFEST: &str = include_str!("../../tests/fixtures/contract-istio.yml");
 
+/// k8s/istio.yml and a pattern file over it.
+const REPO_MANIFEST: &str = include_str!("../../../k8s/istio.yml");
+const MIRRORING: &str = include_str!("../../../k8s/patterns/mirroring.yml");
+
 const GATEWAY_HOST: &str = "istio-egressgateway.istio-system.svc.cluster.local";
 const V1: &str = "hello-istio-v1.apps.cf.example";
 const V2: &str = "hello-istio-v2.apps.cf.example";
@@ -799,8 +803,14 @@ fn version_of_a_hostname() {
 
 #[test]
 fn gateway_servers_get_a_listener_each_and_share_no_port() {
-    let mirroring = include_str!("../../tests/fixtures/mirroring-istio.yml");
-    let policy = parse(mirroring).unwrap();
+    // k8s/istio.yml with k8s/patterns/mirroring.yml applied over it, as `apply` merges them.
+    let merged = |pattern: &str| {
+        let base = Manifest::parse(Path::new("istio.yml"), REPO_MANIFEST).unwrap();
+        let mut store = crate::store::ResourceStore::new(base);
+        store.apply(Manifest::parse(Path::new("mirroring.yml"), pattern)?);
+        Policy::from_manifest(Path::new("mirroring.yml"), store.manifest())
+    };
+    let policy = merged(MIRRORING).unwrap();
     let ports: Vec<u16> = policy.gateway.servers.iter().map(|s| s.port).collect();
     assert_eq!(ports, [80, 443]);
     assert_eq!(policy.gateway_server().port, 80, "the mesh route's port");
@@ -819,10 +829,12 @@ fn gateway_servers_get_a_listener_each_and_share_no_port() {
             .iter()
             .all(|r| r.name != "copies-to-v2")
     );
-    let error = error_of(&mirroring.replacen(
-        "    - port: {number: 443, name: https-copies, protocol: HTTPS}",
-        "    - port: {number: 80, name: https-copies, protocol: HTTPS}",
+    let same_port = MIRRORING.replacen(
+        "        number: 443\n        name: https-hello-external-copies",
+        "        number: 80\n        name: https-hello-external-copies",
         1,
-    ));
+    );
+    assert_ne!(same_port, MIRRORING);
+    let error = merged(&same_port).unwrap_err().to_string();
     assert!(error.contains("port 80 is already served"), "{error}");
 }

@@ -12,6 +12,29 @@ pub fn repo_policy_path() -> PathBuf {
     local_mesh::repo_root().join("k8s").join("istio.yml")
 }
 
+/// `k8s/patterns/<name>`.
+pub fn pattern_path(name: &str) -> PathBuf {
+    local_mesh::repo_root()
+        .join("k8s")
+        .join("patterns")
+        .join(name)
+}
+
+/// k8s/istio.yml with the pattern files applied over it, merged as `local-mesh apply` merges
+/// them (by kind, namespace and name), and translated.
+pub fn policy_with_patterns(patterns: &[&str]) -> Policy {
+    let (_, mut store) = local_mesh::load_policy(&repo_policy_path()).unwrap();
+    for name in patterns {
+        let path = pattern_path(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let manifest = local_mesh::policy::manifest::Manifest::parse(&path, &text)
+            .unwrap_or_else(|error| panic!("{error}"));
+        store.apply(manifest);
+    }
+    Policy::from_manifest(Path::new("patterns"), store.manifest())
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
 /// `target/<profile>`: the test binary lives in its `deps/`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
