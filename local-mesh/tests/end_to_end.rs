@@ -291,7 +291,7 @@ async fn bounded_run_follows_the_policy_and_the_router_sees_only_tls_with_its_ho
             shares[&HelloVersion::V2]
         ),
         (0.2, 0.24, 0.56),
-        "the fixture's 20 % abort and 30/70 split, which the tolerances below are chosen for"
+        "k8s/istio.yml's 20 % abort and 30/70 split, which the tolerances below are chosen for"
     );
     assert_share("aborts", aborts, CALLS, 0.2, 0.1);
     assert_share("v1", v1, CALLS, 0.24, 0.32);
