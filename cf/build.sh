@@ -49,17 +49,18 @@ triple="${CF_BUILD_TARGET:-x86_64-unknown-linux-gnu}"
 unset CARGO_ENCODED_RUSTFLAGS
 export RUSTFLAGS="-C target-feature=+crt-static"
 
-echo "cf/build.sh: building hello-cf for $triple (static, release) in $target_dir" >&2
+# The dist profile is what ships: whole-program (fat) LTO over one codegen unit (Cargo.toml).
+echo "cf/build.sh: building hello-cf for $triple (static, dist profile) in $target_dir" >&2
 "${CARGO:-cargo}" build \
     --manifest-path "$workspace_dir/Cargo.toml" \
     --package hello-cf \
     --bin hello-cf \
-    --release \
+    --profile dist \
     --locked \
     --target "$triple" \
     --target-dir "$target_dir"
 
-binary="$target_dir/$triple/release/hello-cf"
+binary="$target_dir/$triple/dist/hello-cf"
 [[ -x "$binary" ]] || die "cargo succeeded but $binary is missing"
 
 # Static means: no program interpreter (PT_INTERP) and no shared-library dependencies (NEEDED).

@@ -1,6 +1,9 @@
 //! hello-cf: the service that lives outside the mesh. One binary serves either version; Cloud
 //! Foundry runs it twice (`hello-istio-v1`, `hello-istio-v2`). It answers `GET /` byte for byte
-//! as the static files it replaces did, so logs and tests read the same.
+//! as the static files it replaces did, so logs and tests read the same. On request it
+//! misbehaves (see [`faults`]): a share of failures and a delay, for the mesh to act on.
+
+pub mod faults;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -8,11 +11,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
+use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use demo_common::logging::LogFormat;
 use demo_common::server::{Drain, Readiness, Server, ServerOptions, health_routes};
+
+use crate::faults::{Delay, Faults, Percent};
 
 /// Configuration; every flag has an env-var twin because Cloud Foundry passes config as env.
 #[derive(Debug, Clone, clap::Parser)]
@@ -48,6 +54,20 @@ pub struct Config {
     /// Log format on stderr.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Share of `/` requests answered with FAIL_STATUS instead of the greeting, 0-100
+    /// (decimals allowed: 12.5). Health endpoints never fail.
+    #[arg(long, env = "FAIL_PERCENT", default_value = "0")]
+    pub fail_percent: Percent,
+
+    /// Status of the injected failures (400-599); 503 is what Istio retries by default.
+    #[arg(long, env = "FAIL_STATUS", default_value_t = 503, value_parser = faults::parse_fail_status)]
+    pub fail_status: u16,
+
+    /// Wait before answering `/`: a duration (`500ms`), or a range drawn uniformly per request
+    /// (`100ms-2s`); at most 1h. Health endpoints are never delayed.
+    #[arg(long, env = "DELAY", default_value = "0")]
+    pub delay: Delay,
 }
 
 /// The two versions the demo shifts traffic between.
@@ -67,22 +87,63 @@ impl HelloVersion {
     }
 }
 
-/// The routes: the greeting at `/`, health at `/healthz` and `/readyz`, 404 elsewhere.
-pub fn app(version: HelloVersion, readiness: Readiness) -> Router {
+impl HelloVersion {
+    /// The body of an injected failure: one line naming the app, its version and the knob.
+    pub fn failure_body(self, fail_percent: Percent) -> String {
+        let version = match self {
+            HelloVersion::V1 => "v1",
+            HelloVersion::V2 => "v2",
+        };
+        format!("hello-cf {version}: injected failure (FAIL_PERCENT={fail_percent})\n")
+    }
+}
+
+/// The routes: the greeting at `/` (with `faults`, if any), health at `/healthz` and
+/// `/readyz` (never faulted), 404 elsewhere.
+pub fn app(version: HelloVersion, faults: Faults, readiness: Readiness) -> Router {
     let greeting = version.greeting();
-    Router::new()
-        .route(
-            "/",
-            get(move |method: Method, headers: HeaderMap| async move {
-                log_request(&method, "/", &headers);
-                (
-                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                    greeting,
-                )
-            }),
+    let greet = move |method: &Method, headers: &HeaderMap| {
+        log_request(method, "/", headers);
+        (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            greeting,
         )
+            .into_response()
+    };
+    // Without faults the route is the plain greeting: the hot path pays nothing for them.
+    let root = if faults.is_off() {
+        get(move |method: Method, headers: HeaderMap| async move { greet(&method, &headers) })
+    } else {
+        let failure = Bytes::from(version.failure_body(faults.fail_percent));
+        let status =
+            StatusCode::from_u16(faults.fail_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        get(move |method: Method, headers: HeaderMap| async move {
+            let verdict = faults.draw();
+            if !verdict.delay.is_zero() {
+                // Only this request waits; the connection's task sleeps, nothing else does.
+                tokio::time::sleep(verdict.delay).await;
+            }
+            if verdict.fail {
+                log_request(&method, "/", &headers);
+                failure_response(status, failure.clone())
+            } else {
+                greet(&method, &headers)
+            }
+        })
+    };
+    Router::new()
+        .route("/", root)
         .merge(health_routes(readiness))
         .fallback(not_found)
+}
+
+fn failure_response(status: StatusCode, body: Bytes) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 async fn not_found(method: Method, uri: Uri, headers: HeaderMap) -> impl IntoResponse {
@@ -113,6 +174,7 @@ fn log_request(method: &Method, path: &str, headers: &HeaderMap) {
 pub struct HelloServer {
     server: Server,
     version: HelloVersion,
+    faults: Faults,
     readiness: Readiness,
 }
 
@@ -133,6 +195,7 @@ impl HelloServer {
         Ok(Self {
             server,
             version: config.hello_version,
+            faults: config.faults(),
             readiness: Readiness::ready(),
         })
     }
@@ -144,7 +207,7 @@ impl HelloServer {
     /// Serves until `shutdown` resolves, then fails readiness and drains.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Drain {
         let readiness = self.readiness.clone();
-        let app = app(self.version, self.readiness);
+        let app = app(self.version, self.faults, self.readiness);
         self.server
             .serve(app, async move {
                 shutdown.await;
@@ -158,5 +221,14 @@ impl Config {
     /// Whether the server speaks HTTPS.
     pub fn tls(&self) -> bool {
         self.tls_cert.is_some()
+    }
+
+    /// The fault knobs, together.
+    pub fn faults(&self) -> Faults {
+        Faults {
+            fail_percent: self.fail_percent,
+            fail_status: self.fail_status,
+            delay: self.delay,
+        }
     }
 }

@@ -28,6 +28,7 @@ async fn serve(config: Config) -> ExitCode {
             %address,
             version = ?config.hello_version,
             tls = config.tls(),
+            faults = %config.faults(),
             "hello-cf listening"
         ),
         Err(error) => tracing::warn!(%error, "listening on an unknown address"),

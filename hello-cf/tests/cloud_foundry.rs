@@ -130,7 +130,7 @@ fn version_variables(version: &str) -> BTreeMap<String, String> {
 /// The application as `cf push -f cf/manifest.yml` sees it with these variables.
 fn parse_manifest(variables: &BTreeMap<String, String>) -> Result<Application, String> {
     let text = interpolate(&manifest_text(), variables)?;
-    let manifest: Manifest = serde_yaml::from_str(&text).map_err(|error| error.to_string())?;
+    let manifest: Manifest = serde_norway::from_str(&text).map_err(|error| error.to_string())?;
     let mut applications = manifest.applications.into_iter();
     match (applications.next(), applications.next()) {
         (Some(application), None) => Ok(application),
@@ -190,7 +190,7 @@ fn documented_pushes(readme: &str) -> Vec<BTreeMap<String, String>> {
 #[test]
 fn manifest_parses_and_the_readme_push_commands_set_every_variable_it_uses() {
     let text = manifest_text();
-    serde_yaml::from_str::<serde_yaml::Value>(&text).unwrap_or_else(|error| {
+    serde_norway::from_str::<serde_norway::Value>(&text).unwrap_or_else(|error| {
         panic!("cf/manifest.yml is not YAML before interpolation: {error}")
     });
     let variables = manifest_variables(&text);

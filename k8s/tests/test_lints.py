@@ -86,7 +86,7 @@ def test_dockerfile_builds_a_static_binary_into_a_minimal_nonroot_image(crate):
     assert re.match(r"rust:[\d.]+-alpine", froms[0]), "the builder compiles for musl (static)"
     final = froms[-1].split()[0]
     assert final.startswith("gcr.io/distroless/static") or final == "scratch", final
-    assert re.search(rf"cargo build --release --locked -p {crate}\b", text)
+    assert re.search(rf"cargo build --profile dist --locked -p {crate}\b", text)
     users = re.findall(r"^USER\s+(\S+)$", text, flags=re.MULTILINE)
     assert users and users[-1] == f"{RUNTIME_UID}:{RUNTIME_UID}", "numeric non-root USER in the final stage"
     assert text.rstrip().endswith(f'ENTRYPOINT ["/usr/local/bin/{crate}"]')

@@ -235,7 +235,7 @@ fn gateway_listener(spec: &GatewaySpec<'_>, server: &GatewayServer) -> Value {
     let mut chain = json!({"filters": [manager]});
     let mut listener = json!({
         "name": format!("0.0.0.0_{port}"),
-        "address": loopback(0),
+        "address": socket_address(SocketAddr::new(gateway_listener_ip(port), 0)),
     });
     if server.protocol == ServerProtocol::HttpsIstioMutual {
         let names: Vec<&String> = server.hosts.iter().filter(|h| *h != "*").collect();
@@ -970,6 +970,21 @@ pub fn bootstrap(name: &str, listeners: Vec<Value>, clusters: Vec<Value>) -> Val
             },
         }]},
     })
+}
+
+/// The loopback address of the gateway's listener for a server's port, on a port the OS
+/// chooses. Envoy gives a listener added at run time the socket of a running one with the same
+/// address, and two listeners on port 0 of one address count as the same: so each server's
+/// listener has an address of its own, 127.0.0.1 for port 80 (the port k8s/istio.yml uses) and
+/// 127.0.<port / 256>.<port % 256> for any other (127.0.1.187 for 443), fixed per port so an
+/// update never moves a listener.
+pub fn gateway_listener_ip(port: u16) -> std::net::IpAddr {
+    let [high, low] = port.to_be_bytes();
+    if port == 80 {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        std::net::IpAddr::from([127, 0, high, low])
+    }
 }
 
 fn header_value(name: &str, value: &str, action: &str) -> Value {

@@ -2,8 +2,12 @@
 //!
 //! [`run`] is the program: it reads the policy from k8s/istio.yml, finds (or installs) Envoy,
 //! builds the demo's programs if needed, starts every component on loopback ([`mesh::Mesh`]),
-//! prints the caller's lines as they come and stops everything at the end.
+//! prints the caller's lines as they come and stops everything at the end. While it runs,
+//! [`api::ApiServer`] takes `local-mesh apply` ([`apply`]) and switches the running Envoys to the
+//! new policy through their xDS files ([`xds`]).
 
+pub mod api;
+pub mod apply;
 pub mod bootstrap;
 pub mod certs;
 pub mod config;
@@ -11,7 +15,10 @@ pub mod envoy;
 pub mod mesh;
 pub mod policy;
 pub mod programs;
+pub mod remote;
+pub mod store;
 pub mod supervisor;
+pub mod xds;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,8 +27,11 @@ use anyhow::Context as _;
 
 pub use crate::config::Config;
 
+use crate::api::ApiServer;
 use crate::mesh::{CallerOptions, Mesh, MeshEvent, MeshOptions};
 use crate::policy::Policy;
+use crate::policy::manifest::Manifest;
+use crate::store::ResourceStore;
 
 /// The workspace this binary was built from: where k8s/, .venv and .local-mesh live.
 pub fn repo_root() -> PathBuf {
@@ -32,9 +42,9 @@ pub fn repo_root() -> PathBuf {
 /// The program: exit 0 after a bounded run or Ctrl-C, 1 when a component fails, 2 for bad
 /// configuration (the policy included).
 pub async fn run(config: Config) -> ExitCode {
-    let policy = match Policy::load(&config.policy) {
-        Ok(policy) => policy,
-        Err(error) => demo_common::cli::config_error_exit(&error.to_string()),
+    let (policy, store) = match load_policy(&config.policy) {
+        Ok(loaded) => loaded,
+        Err(message) => demo_common::cli::config_error_exit(&message),
     };
     if let Some(envoy) = config
         .envoy
@@ -46,7 +56,7 @@ pub async fn run(config: Config) -> ExitCode {
             envoy.display()
         ));
     }
-    match run_with_policy(&config, policy).await {
+    match run_with_policy(&config, policy, store).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("local-mesh: error: {error:#}");
@@ -55,7 +65,21 @@ pub async fn run(config: Config) -> ExitCode {
     }
 }
 
-async fn run_with_policy(config: &Config, policy: Policy) -> anyhow::Result<ExitCode> {
+/// The policy, and the resources it is read from as the running demo keeps them for `apply`.
+/// Errors are one line.
+pub fn load_policy(path: &Path) -> Result<(Policy, ResourceStore), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read policy {}: {error}", path.display()))?;
+    let manifest = Manifest::parse(path, &text).map_err(|error| error.to_string())?;
+    let policy = Policy::from_manifest(path, &manifest).map_err(|error| error.to_string())?;
+    Ok((policy, ResourceStore::new(manifest)))
+}
+
+async fn run_with_policy(
+    config: &Config,
+    policy: Policy,
+    store: ResourceStore,
+) -> anyhow::Result<ExitCode> {
     let repo = repo_root();
     eprintln!(
         "local-mesh: policy from {}: {}",
@@ -70,9 +94,10 @@ async fn run_with_policy(config: &Config, policy: Policy) -> anyhow::Result<Exit
         .context("local-mesh's executable has no directory")?
         .to_owned();
     let programs = programs::ensure_built(&bin_dir, &repo).await?;
+    let runs = repo.join(".local-mesh");
     let run_dir = match &config.run_dir {
         Some(dir) => dir.clone(),
-        None => new_run_dir(&repo.join(".local-mesh"))?,
+        None => new_run_dir(&runs)?,
     };
     eprintln!(
         "local-mesh: Envoy {version} ({}); run directory {}",
@@ -101,20 +126,64 @@ async fn run_with_policy(config: &Config, policy: Policy) -> anyhow::Result<Exit
             return Ok(ExitCode::SUCCESS);
         }
     };
+    let mut api = match ApiServer::start(mesh.control(), store, mesh.run_dir()).await {
+        Ok(api) => api,
+        Err(error) => {
+            mesh.shutdown().await?;
+            return Err(error);
+        }
+    };
+    // Only the default run directory is named in .local-mesh/current: a demo (or a test) with a
+    // run directory of its own never takes `apply` away from the one a user started plainly.
+    let pointer = config.run_dir.is_none().then_some(&runs);
+    if let Some(runs) = pointer {
+        if let Err(error) = api::write_pointer(runs, mesh.run_dir()) {
+            eprintln!("local-mesh: warning: `local-mesh apply` will need --run-dir: {error:#}");
+        }
+    }
     print_components(&mesh);
-    let code = follow(&mut mesh, &mut shutdown).await;
+    eprintln!(
+        "local-mesh: change the policy while it runs: cargo run --release -p local-mesh -- apply -f <file>{}",
+        if pointer.is_some() {
+            String::new()
+        } else {
+            format!(" --run-dir {}", mesh.run_dir().display())
+        }
+    );
+    let mut env_requests = api.env_requests();
+    let code = follow(&mut mesh, &mut env_requests, &mut shutdown).await;
     eprintln!("local-mesh: stopping every component");
+    if let Some(runs) = pointer {
+        api::clear_pointer(runs, mesh.run_dir());
+    }
+    api.stop().await;
     mesh.shutdown().await?;
     eprintln!("local-mesh: all components stopped");
     Ok(code)
 }
 
-/// Prints the caller's lines until it finishes, a component dies, or a signal arrives.
-async fn follow(mesh: &mut Mesh, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> ExitCode {
+/// Prints the caller's lines until it finishes, a component dies, or a signal arrives; serves
+/// `set-env` requests in between (the mesh owns the app processes).
+async fn follow(
+    mesh: &mut Mesh,
+    env_requests: &mut Option<tokio::sync::mpsc::Receiver<api::EnvRequest>>,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> ExitCode {
     use std::io::Write as _;
     loop {
+        let next_request = async {
+            match env_requests.as_mut() {
+                Some(requests) => requests.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let event = tokio::select! {
             event = mesh.next_event() => event,
+            Some(request) = next_request => {
+                let answer = set_env(mesh, &request.request).await;
+                let _ = request.reply.send(answer);
+                continue;
+            }
             () = &mut *shutdown => return ExitCode::SUCCESS,
         };
         match event {
@@ -147,6 +216,47 @@ async fn follow(mesh: &mut Mesh, shutdown: &mut (impl Future<Output = ()> + Unpi
             None => return ExitCode::FAILURE,
         }
     }
+}
+
+/// Serves one `set-env`/`unset-env` request: the app restarted with its changed environment.
+pub async fn set_env(mesh: &mut Mesh, request: &api::SetEnvRequest) -> Result<String, String> {
+    let version = mesh
+        .addresses()
+        .hello
+        .keys()
+        .copied()
+        .find(|version| mesh::hello_component(*version) == request.app)
+        .ok_or_else(|| {
+            let apps: Vec<String> = mesh
+                .addresses()
+                .hello
+                .keys()
+                .map(|version| mesh::hello_component(*version))
+                .collect();
+            format!(
+                "no app named {:?} (this demo runs {})",
+                request.app,
+                apps.join(", ")
+            )
+        })?;
+    let env = mesh
+        .set_hello_env(version, &request.changes)
+        .await
+        .map_err(|error| format!("{error:#}").replace('\n', " "))?;
+    let knobs: Vec<String> = env
+        .iter()
+        .filter(|(name, _)| ["FAIL_PERCENT", "FAIL_STATUS", "DELAY"].contains(&name.as_str()))
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    Ok(format!(
+        "{} restarted with {}",
+        request.app,
+        if knobs.is_empty() {
+            "no fault knobs set".to_owned()
+        } else {
+            knobs.join(" ")
+        }
+    ))
 }
 
 fn print_components(mesh: &Mesh) {

@@ -5,15 +5,20 @@
 //!         --http_proxy--> sidecar (Envoy) --mTLS--> egress gateway (Envoy)
 //!         --TLS--> CF router (Envoy) -> hello-cf v1 | v2
 //! ```
+//!
+//! Every Envoy takes its listeners, clusters and routes from xDS files ([`crate::xds`]), so
+//! [`MeshControl`] changes the policy, and where an app instance listens, without a restart.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use tokio::sync::mpsc;
+use serde_json::Value;
+use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
 use crate::bootstrap::{
@@ -24,6 +29,7 @@ use crate::envoy;
 use crate::policy::{HelloVersion, Identity, Policy};
 use crate::programs::Programs;
 use crate::supervisor::{self, Event, ProcessSpec, Supervisor};
+use crate::xds::XdsFiles;
 
 pub const CF_ROUTER: &str = "cf-router";
 pub const EGRESS_GATEWAY: &str = "egress-gateway";
@@ -79,7 +85,8 @@ pub struct Addresses {
     pub cf_router: SocketAddr,
     /// The gateway's listener for the server the proxy's calls go to.
     pub egress_gateway: SocketAddr,
-    /// Its listener for each server, by port.
+    /// Its listener for each server, by port, as started (`apply` may add or remove servers:
+    /// [`MeshControl::egress_gateway_ports`] has the current ones).
     pub egress_gateway_ports: BTreeMap<u16, SocketAddr>,
     pub sidecar: SocketAddr,
     pub caller_sidecar: SocketAddr,
@@ -111,6 +118,7 @@ pub struct Mesh {
     certificates: Certificates,
     run_dir: PathBuf,
     http: reqwest::Client,
+    control: MeshControl,
 }
 
 /// One row of the table of components shown at start.
@@ -161,10 +169,19 @@ impl Mesh {
             options: &options,
             supervisor,
             events,
-            http,
+            control: Control {
+                policy: options.policy.clone(),
+                hello: BTreeMap::new(),
+                upstreams: Upstreams::default(),
+                caller_sidecar: None,
+                certificates: certificates.clone(),
+                run_dir: options.run_dir.clone(),
+                envoys: BTreeMap::new(),
+                http: http.clone(),
+            },
         };
         let started = tokio::select! {
-            started = starter.start_all(&certificates) => Some(started),
+            started = starter.start_all() => Some(started),
             () = interrupt => None,
         };
         match started {
@@ -174,7 +191,10 @@ impl Mesh {
                 addresses,
                 certificates,
                 run_dir: options.run_dir.clone(),
-                http: starter.http,
+                http,
+                control: MeshControl {
+                    inner: Arc::new(Mutex::new(starter.control)),
+                },
             })),
             Some(Err(error)) => {
                 starter.supervisor.stop_all().await;
@@ -193,6 +213,11 @@ impl Mesh {
 
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
+    }
+
+    /// Changes the running Envoys' configuration; clones may be used from other tasks.
+    pub fn control(&self) -> MeshControl {
+        self.control.clone()
     }
 
     /// The CA the egress gateway trusts for the Cloud Foundry routes, and the mesh's root.
@@ -267,7 +292,19 @@ impl Mesh {
 
     /// The next thing that happened; `None` when nothing more can happen.
     pub async fn next_event(&mut self) -> Option<MeshEvent> {
-        let event = self.events.recv().await?;
+        let event = loop {
+            match self.events.recv().await? {
+                // An app that refused a new environment was started again with its previous
+                // one ([`Mesh::set_hello_env`]): its exit is history, not a failure.
+                Event::Exited { name, .. }
+                    if self.supervisor.spec(&name).is_some()
+                        && self.supervisor.exit_status(&name).is_none() =>
+                {
+                    continue;
+                }
+                event => break event,
+            }
+        };
         Some(match event {
             Event::Line { line, .. } => MeshEvent::CallerLine(line),
             Event::Exited { name, status, .. } if name == CALLER && status.success() => {
@@ -287,22 +324,77 @@ impl Mesh {
         self.supervisor.stop(name).await
     }
 
-    /// Starts a stopped hello server again on its address and waits until it serves.
+    /// Starts a stopped hello server again, as `cf start` would: on a new port, which the router
+    /// learns as gorouter learns a new instance's address; then waits until it serves.
     pub async fn restart_hello(&mut self, version: HelloVersion) -> anyhow::Result<()> {
         let name = hello_component(version);
-        let address = *self
-            .addresses
-            .hello
-            .get(&version)
-            .with_context(|| format!("no {name} in this mesh"))?;
-        self.supervisor.restart(&name)?;
+        let spec = self
+            .supervisor
+            .spec(&name)
+            .with_context(|| format!("no {name} in this mesh"))?
+            .clone();
+        self.start_hello_with(version, spec).await
+    }
+
+    /// Sets (`Some`) or unsets (`None`) environment variables of a hello app and restarts it,
+    /// as `cf set-env` (or `cf unset-env`) and `cf restart` do on Cloud Foundry: the new process
+    /// listens on a port the OS chooses, which the router's cluster learns through CDS, as
+    /// gorouter learns a new instance's address. If the app does not start with the new
+    /// environment (a bad value: hello-cf exits 2 naming the variable), it is started again with
+    /// the one it had and the error says why. Returns the app's environment now.
+    pub async fn set_hello_env(
+        &mut self,
+        version: HelloVersion,
+        changes: &[(String, Option<String>)],
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let name = hello_component(version);
+        let previous = self
+            .supervisor
+            .spec(&name)
+            .with_context(|| format!("no {name} in this mesh"))?
+            .clone();
+        let mut next = previous.clone();
+        for (key, value) in changes {
+            next.env.retain(|(k, _)| k != key);
+            if let Some(value) = value {
+                next.env.push((key.clone(), value.clone()));
+            }
+        }
+        self.supervisor.stop(&name).await?;
+        match self.start_hello_with(version, next.clone()).await {
+            Ok(()) => Ok(next.env),
+            Err(error) => {
+                let _ = self.supervisor.stop(&name).await;
+                self.start_hello_with(version, previous)
+                    .await
+                    .with_context(|| format!("{name} did not start again as it was"))?;
+                Err(error.context(format!(
+                    "{name} did not start with the new environment; it runs as before"
+                )))
+            }
+        }
+    }
+
+    async fn start_hello_with(
+        &mut self,
+        version: HelloVersion,
+        spec: ProcessSpec,
+    ) -> anyhow::Result<()> {
+        let name = spec.name.clone();
+        let log = spec.log.clone();
+        let log_offset = file_len(&log);
+        self.supervisor.spawn(spec)?;
+        let address = hello_address(&self.supervisor, &name, &log, log_offset).await?;
         wait_http_ok(
             &self.supervisor,
             &self.http,
             &name,
             &format!("http://{address}/healthz"),
         )
-        .await
+        .await?;
+        self.control.set_hello_address(version, address).await?;
+        self.addresses.hello.insert(version, address);
+        Ok(())
     }
 
     /// Every pid started, for checking that none is left.
@@ -321,117 +413,305 @@ impl Mesh {
     }
 }
 
+/// The Envoys' configuration of a running mesh, changed in place through their xDS files.
+/// Clones share one state; changes are made one at a time.
+#[derive(Clone)]
+pub struct MeshControl {
+    inner: Arc<Mutex<Control>>,
+}
+
+/// Why a new policy was not put in place.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconfigureError {
+    /// The policy changes what a running process was started with; the message says what.
+    #[error("{0}")]
+    NeedsRestart(String),
+    /// An Envoy did not take its new configuration; every Envoy is back on the previous policy.
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
+impl MeshControl {
+    /// The policy the Envoys run with.
+    pub async fn policy(&self) -> Policy {
+        self.inner.lock().await.policy.clone()
+    }
+
+    /// Regenerates every Envoy's configuration for `policy` and switches each running Envoy to
+    /// it. Returns whether anything changed.
+    pub async fn set_policy(&self, policy: Policy) -> Result<bool, ReconfigureError> {
+        let mut control = self.inner.lock().await;
+        if let Some(reason) = needs_restart(&control.policy, &policy) {
+            return Err(ReconfigureError::NeedsRestart(reason));
+        }
+        let previous = std::mem::replace(&mut control.policy, policy);
+        let mut updated = Vec::new();
+        let mut changed = false;
+        for envoy in ENVOYS {
+            match control.update(envoy).await {
+                Ok(envoy_changed) => {
+                    changed |= envoy_changed;
+                    updated.push(envoy);
+                }
+                Err(error) => {
+                    control.policy = previous;
+                    for envoy in updated {
+                        if let Err(rollback) = control.update(envoy).await {
+                            tracing::warn!(envoy, error = %format!("{rollback:#}"), "cannot restore the previous policy");
+                        }
+                    }
+                    return Err(ReconfigureError::Failed(error));
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The caller's sidecar, which a second caller (`local-mesh call`) goes through too.
+    pub async fn caller_sidecar(&self) -> Option<SocketAddr> {
+        self.inner.lock().await.caller_sidecar
+    }
+
+    /// The egress gateway's listener for each of its servers' ports, now.
+    pub async fn egress_gateway_ports(&self) -> BTreeMap<u16, SocketAddr> {
+        self.inner.lock().await.upstreams.egress_gateway.clone()
+    }
+
+    /// A hello server listens somewhere new: the router's cluster for its route follows.
+    async fn set_hello_address(
+        &self,
+        version: HelloVersion,
+        address: SocketAddr,
+    ) -> anyhow::Result<()> {
+        let mut control = self.inner.lock().await;
+        control.hello.insert(version, address);
+        control.update(CF_ROUTER).await.map(drop)
+    }
+}
+
+/// The Envoys, nearest the apps first: a change reaches the hops behind a route before the route.
+const ENVOYS: [&str; 4] = [CF_ROUTER, EGRESS_GATEWAY, SIDECAR, CALLER_SIDECAR];
+
+/// What a new policy may not change in a running mesh: what the processes were started with
+/// (the proxy's upstream URL, the hello servers and certificates of the Cloud Foundry routes).
+fn needs_restart(running: &Policy, new: &Policy) -> Option<String> {
+    if (&running.stable_host, running.stable_port) != (&new.stable_host, new.stable_port) {
+        return Some(format!(
+            "the stable name changes from {}:{} to {}:{}, which the running proxy was started with; \
+             stop local-mesh and start it with --policy naming the new manifest",
+            running.stable_host, running.stable_port, new.stable_host, new.stable_port
+        ));
+    }
+    if running.cf_hosts != new.cf_hosts {
+        let hosts = |policy: &Policy| {
+            policy
+                .cf_hosts
+                .iter()
+                .map(|cf| cf.host.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Some(format!(
+            "the Cloud Foundry hostnames change from [{}] to [{}], which the running router and \
+             its certificates were made for; stop local-mesh and start it with --policy naming \
+             the new manifest",
+            hosts(running),
+            hosts(new)
+        ));
+    }
+    let identities = |policy: &Policy| {
+        [
+            policy.proxy_sidecar.identity.spiffe_id(),
+            policy.caller_sidecar.identity.spiffe_id(),
+            policy.gateway.identity.spiffe_id(),
+        ]
+    };
+    if identities(running) != identities(new) {
+        return Some(format!(
+            "the workloads' identities change from {:?} to {:?}, which their running sidecars' \
+             certificates were issued for; stop local-mesh and start it with --policy naming \
+             the new manifest",
+            identities(running),
+            identities(new)
+        ));
+    }
+    None
+}
+
+/// What the Envoys' configurations are made from.
+struct Control {
+    policy: Policy,
+    hello: BTreeMap<HelloVersion, SocketAddr>,
+    /// Where the router, the gateway's listeners and the proxy listen (so far).
+    upstreams: Upstreams,
+    caller_sidecar: Option<SocketAddr>,
+    certificates: Certificates,
+    run_dir: PathBuf,
+    /// The xDS files of each running Envoy.
+    envoys: BTreeMap<&'static str, XdsFiles>,
+    http: reqwest::Client,
+}
+
+impl Control {
+    /// The whole configuration of one Envoy, as the generators make it.
+    fn render(&self, envoy: &str) -> anyhow::Result<Value> {
+        let policy = &self.policy;
+        match envoy {
+            CF_ROUTER => {
+                let routes = policy
+                    .cf_hosts
+                    .iter()
+                    .map(|cf| {
+                        let leaf = self
+                            .certificates
+                            .leaf(&cf.host)
+                            .with_context(|| format!("no certificate for {}", cf.host))?;
+                        let app = *self
+                            .hello
+                            .get(&cf.version)
+                            .with_context(|| format!("no hello {} running", cf.version.as_str()))?;
+                        Ok(RouterRoute {
+                            host: cf.host.clone(),
+                            cert: leaf.cert.clone(),
+                            key: leaf.key.clone(),
+                            app,
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(bootstrap::cf_router(&RouterSpec {
+                    routes,
+                    access_log: self.access_log(CF_ROUTER),
+                }))
+            }
+            EGRESS_GATEWAY => Ok(bootstrap::egress_gateway(&GatewaySpec {
+                gateway: &policy.gateway,
+                upstreams: Upstreams {
+                    cf_router: self.upstreams.cf_router,
+                    ..Upstreams::default()
+                },
+                mesh_certificate: self.mesh_certificate(&policy.gateway.identity)?,
+                origination_ca: self.certificates.ca_cert.clone(),
+                access_log: self.access_log(EGRESS_GATEWAY),
+            })),
+            SIDECAR | CALLER_SIDECAR => {
+                let sidecar = if envoy == SIDECAR {
+                    &policy.proxy_sidecar
+                } else {
+                    &policy.caller_sidecar
+                };
+                Ok(bootstrap::sidecar(&SidecarSpec {
+                    name: envoy,
+                    sidecar,
+                    upstreams: self.upstreams.clone(),
+                    mesh_certificate: self.mesh_certificate(&sidecar.identity)?,
+                    access_log: self.access_log(envoy),
+                }))
+            }
+            other => bail!("no Envoy named {other}"),
+        }
+    }
+
+    /// The workload certificate of `identity` (istiod's SDS `default`) and the mesh's root.
+    fn mesh_certificate(&self, identity: &Identity) -> anyhow::Result<MeshCertificate> {
+        let workload = self
+            .certificates
+            .workload(identity)
+            .with_context(|| format!("no certificate for {}", identity.spiffe_id()))?;
+        Ok(MeshCertificate {
+            cert: workload.cert.clone(),
+            key: workload.key.clone(),
+            ca: self.certificates.ca_cert.clone(),
+        })
+    }
+
+    /// Brings one running Envoy to what [`Control::render`] makes now. After the gateway, its
+    /// listeners are read again: a server added by a change listens on a port the OS chose,
+    /// which the sidecars' clusters for that port then name.
+    async fn update(&mut self, envoy: &'static str) -> anyhow::Result<bool> {
+        let full = self.render(envoy)?;
+        let files = self
+            .envoys
+            .get_mut(envoy)
+            .with_context(|| format!("{envoy} is not running"))?;
+        let changed = files.update(&full, &self.http).await?;
+        if changed && envoy == EGRESS_GATEWAY {
+            self.upstreams.egress_gateway = self.gateway_ports().await?;
+        }
+        Ok(changed)
+    }
+
+    /// The gateway's listener for each server of the policy, by the server's port; waits (up to
+    /// [`xds::ACK_TIMEOUT`](crate::xds::ACK_TIMEOUT)) until each listens.
+    async fn gateway_ports(&self) -> anyhow::Result<BTreeMap<u16, SocketAddr>> {
+        let admin = self
+            .envoys
+            .get(EGRESS_GATEWAY)
+            .and_then(XdsFiles::admin)
+            .context("the egress gateway is not running")?;
+        let wanted: Vec<u16> = self.policy.gateway.servers.iter().map(|s| s.port).collect();
+        let deadline = Instant::now() + crate::xds::ACK_TIMEOUT;
+        loop {
+            let listeners = listener_addresses(&self.http, EGRESS_GATEWAY, admin).await?;
+            let ports = gateway_ports_of(&listeners);
+            if wanted.iter().all(|port| ports.contains_key(port)) {
+                return Ok(ports);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the egress gateway has no listener for every server ({wanted:?}) after {}s: {listeners:?}",
+                    crate::xds::ACK_TIMEOUT.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn access_log(&self, component: &str) -> PathBuf {
+        self.run_dir.join(format!("{component}.access.log"))
+    }
+}
+
 struct Starter<'o> {
     options: &'o MeshOptions,
     supervisor: Supervisor,
     events: mpsc::UnboundedReceiver<Event>,
-    http: reqwest::Client,
+    control: Control,
 }
 
 impl Starter<'_> {
-    async fn start_all(&mut self, certificates: &Certificates) -> anyhow::Result<Addresses> {
-        let policy = &self.options.policy;
-        let mut hello = BTreeMap::new();
-        for cf in &policy.cf_hosts {
-            hello.insert(cf.version, self.start_hello(cf.version).await?);
-        }
-        let routes = policy
+    async fn start_all(&mut self) -> anyhow::Result<Addresses> {
+        let versions: Vec<HelloVersion> = self
+            .options
+            .policy
             .cf_hosts
             .iter()
-            .map(|cf| {
-                let leaf = certificates
-                    .leaf(&cf.host)
-                    .with_context(|| format!("no certificate for {}", cf.host))?;
-                Ok(RouterRoute {
-                    host: cf.host.clone(),
-                    cert: leaf.cert.clone(),
-                    key: leaf.key.clone(),
-                    app: hello[&cf.version],
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let cf_router = self
-            .start_envoy(
-                CF_ROUTER,
-                &bootstrap::cf_router(&RouterSpec {
-                    routes,
-                    access_log: self.access_log(CF_ROUTER),
-                }),
-            )
-            .await?;
-        let mesh_certificate = |identity: &Identity| {
-            let workload = certificates
-                .workload(identity)
-                .with_context(|| format!("no certificate for {}", identity.spiffe_id()))?;
-            Ok::<_, anyhow::Error>(MeshCertificate {
-                cert: workload.cert.clone(),
-                key: workload.key.clone(),
-                ca: certificates.ca_cert.clone(),
-            })
-        };
-        let gateway_listeners = self
-            .start_envoy_listeners(
-                EGRESS_GATEWAY,
-                &bootstrap::egress_gateway(&GatewaySpec {
-                    gateway: &policy.gateway,
-                    upstreams: Upstreams {
-                        cf_router: Some(cf_router),
-                        ..Upstreams::default()
-                    },
-                    mesh_certificate: mesh_certificate(&policy.gateway.identity)?,
-                    origination_ca: certificates.ca_cert.clone(),
-                    access_log: self.access_log(EGRESS_GATEWAY),
-                }),
-            )
-            .await?;
-        // Listeners are named `0.0.0.0_<port>` after the server they stand for.
-        let egress_gateway_ports: BTreeMap<u16, SocketAddr> = gateway_listeners
-            .iter()
-            .filter_map(|(name, address)| {
-                let port = name.rsplit('_').next()?.parse().ok()?;
-                Some((port, *address))
-            })
+            .map(|cf| cf.version)
             .collect();
+        for version in versions {
+            let address = self.start_hello(version).await?;
+            self.control.hello.insert(version, address);
+        }
+        let cf_router = self.start_envoy(CF_ROUTER).await?[0].1;
+        self.control.upstreams.cf_router = Some(cf_router);
+        let gateway_listeners = self.start_envoy(EGRESS_GATEWAY).await?;
+        let egress_gateway_ports = gateway_ports_of(&gateway_listeners);
+        self.control.upstreams.egress_gateway = egress_gateway_ports.clone();
         let egress_gateway = *egress_gateway_ports
-            .get(&policy.gateway_server().port)
+            .get(&self.options.policy.gateway_server().port)
             .context("the egress gateway has no listener for the proxy's server")?;
-        // The proxy's address is chosen first: the sidecars know the Service behind it.
-        let proxy = free_loopback_port()?;
-        let upstreams = Upstreams {
-            egress_gateway: egress_gateway_ports.clone(),
-            cf_router: Some(cf_router),
-            proxy: Some(proxy),
-        };
-        let sidecar = self
-            .start_envoy(
-                SIDECAR,
-                &bootstrap::sidecar(&SidecarSpec {
-                    name: SIDECAR,
-                    sidecar: &policy.proxy_sidecar,
-                    upstreams: upstreams.clone(),
-                    mesh_certificate: mesh_certificate(&policy.proxy_sidecar.identity)?,
-                    access_log: self.access_log(SIDECAR),
-                }),
-            )
-            .await?;
-        let proxy_admin = self.start_proxy(proxy, sidecar).await?;
-        let caller_sidecar = self
-            .start_envoy(
-                CALLER_SIDECAR,
-                &bootstrap::sidecar(&SidecarSpec {
-                    name: CALLER_SIDECAR,
-                    sidecar: &policy.caller_sidecar,
-                    upstreams,
-                    mesh_certificate: mesh_certificate(&policy.caller_sidecar.identity)?,
-                    access_log: self.access_log(CALLER_SIDECAR),
-                }),
-            )
-            .await?;
+        // The proxy's sidecar starts before the proxy (which is told where it is); the proxy's
+        // address, chosen by the OS, then reaches the sidecars' clusters for its Service via CDS.
+        let sidecar = self.start_envoy(SIDECAR).await?[0].1;
+        let (proxy, proxy_admin) = self.start_proxy(sidecar).await?;
+        self.control.upstreams.proxy = Some(proxy);
+        self.control.update(SIDECAR).await?;
+        let caller_sidecar = self.start_envoy(CALLER_SIDECAR).await?[0].1;
+        self.control.caller_sidecar = Some(caller_sidecar);
         if let Some(caller) = &self.options.caller {
             self.start_caller(caller, caller_sidecar)?;
         }
         Ok(Addresses {
-            hello,
+            hello: self.control.hello.clone(),
             cf_router,
             egress_gateway,
             egress_gateway_ports,
@@ -442,33 +722,33 @@ impl Starter<'_> {
         })
     }
 
-    fn access_log(&self, component: &str) -> PathBuf {
-        self.options.run_dir.join(format!("{component}.access.log"))
-    }
-
     fn log(&self, component: &str) -> PathBuf {
         self.options.run_dir.join(format!("{component}.log"))
     }
 
+    /// Starts a hello server on a port the OS chooses and returns the address it logged.
     async fn start_hello(&mut self, version: HelloVersion) -> anyhow::Result<SocketAddr> {
         let name = hello_component(version);
-        let address = free_loopback_port()?;
+        let log = self.log(&name);
+        let log_offset = file_len(&log);
         self.supervisor.spawn(ProcessSpec {
             name: name.clone(),
             program: self.options.programs.hello_cf.clone(),
             args: Vec::new(),
             env: vec![
-                env("PORT", address.port()),
-                env("BIND_ADDRESS", address.ip()),
+                env("PORT", 0),
+                env("BIND_ADDRESS", "127.0.0.1"),
                 env("HELLO_VERSION", version.as_str()),
                 env("DRAIN_TIMEOUT", "1s"),
+                env("LOG_FORMAT", "text"),
             ],
-            log: self.log(&name),
+            log: log.clone(),
             stdout_lines: false,
         })?;
+        let address = hello_address(&self.supervisor, &name, &log, log_offset).await?;
         wait_http_ok(
             &self.supervisor,
-            &self.http,
+            &self.control.http,
             &name,
             &format!("http://{address}/healthz"),
         )
@@ -476,27 +756,19 @@ impl Starter<'_> {
         Ok(address)
     }
 
-    /// Writes the bootstrap, starts Envoy, waits until it is live and returns its (first)
-    /// listener's address.
+    /// Writes the xDS files and the bootstrap, starts Envoy, waits until it is live and returns
+    /// its listeners' names and addresses (at least one).
     async fn start_envoy(
         &mut self,
-        name: &str,
-        config: &serde_json::Value,
-    ) -> anyhow::Result<SocketAddr> {
-        let listeners = self.start_envoy_listeners(name, config).await?;
-        Ok(listeners[0].1)
-    }
-
-    /// Like [`Starter::start_envoy`], returning every listener's name and address.
-    async fn start_envoy_listeners(
-        &mut self,
-        name: &str,
-        config: &serde_json::Value,
+        name: &'static str,
     ) -> anyhow::Result<Vec<(String, SocketAddr)>> {
-        let dir = &self.options.run_dir;
+        let dir = self.options.run_dir.clone();
+        let full = self.control.render(name)?;
+        let mut files = XdsFiles::new(name, &dir.join("xds").join(name), &self.log(name))?;
+        let config = files.start(&full)?;
         let config_path = dir.join(format!("{name}.json"));
         let text =
-            serde_json::to_string_pretty(config).context("cannot serialize an Envoy config")?;
+            serde_json::to_string_pretty(&config).context("cannot serialize an Envoy config")?;
         std::fs::write(&config_path, text)
             .with_context(|| format!("cannot write {}", config_path.display()))?;
         let admin_file = dir.join(format!("{name}.admin"));
@@ -512,12 +784,14 @@ impl Starter<'_> {
         let admin = self.wait_admin_address(name, &admin_file).await?;
         wait_http_ok(
             &self.supervisor,
-            &self.http,
+            &self.control.http,
             name,
             &format!("http://{admin}/ready"),
         )
         .await?;
-        self.listener_addresses(name, admin).await
+        files.set_admin(admin);
+        self.control.envoys.insert(name, files);
+        listener_addresses(&self.control.http, name, admin).await
     }
 
     async fn wait_admin_address(&self, name: &str, file: &Path) -> anyhow::Result<SocketAddr> {
@@ -532,84 +806,54 @@ impl Starter<'_> {
         .await
     }
 
-    /// The name and address of each listener, as the admin API reports them (each was bound to
-    /// port 0).
-    async fn listener_addresses(
-        &self,
-        name: &str,
-        admin: SocketAddr,
-    ) -> anyhow::Result<Vec<(String, SocketAddr)>> {
-        let url = format!("http://{admin}/listeners?format=json");
-        let body = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("{name}: GET {url}"))?
-            .bytes()
-            .await
-            .with_context(|| format!("{name}: GET {url}"))?;
-        let listeners: serde_json::Value =
-            serde_json::from_slice(&body).with_context(|| format!("{name}: {url} is not JSON"))?;
-        let statuses = listeners["listener_statuses"].as_array();
-        let mut addresses = Vec::new();
-        for status in statuses.into_iter().flatten() {
-            let socket = &status["local_address"]["socket_address"];
-            let ip = socket["address"].as_str().and_then(|ip| ip.parse().ok());
-            let port = socket["port_value"]
-                .as_u64()
-                .and_then(|port| u16::try_from(port).ok());
-            match (status["name"].as_str(), ip, port) {
-                (Some(listener), Some(ip), Some(port)) if port != 0 => {
-                    addresses.push((listener.to_owned(), SocketAddr::new(ip, port)));
-                }
-                _ => bail!("{name}: cannot read the listener address from {url}: {listeners}"),
-            }
-        }
-        if addresses.is_empty() {
-            bail!("{name}: no listener in {url}: {listeners}");
-        }
-        Ok(addresses)
-    }
-
-    /// Starts the proxy on `address`; returns its admin address.
+    /// Starts the proxy with both its ports chosen by the OS; returns the addresses it logged.
     async fn start_proxy(
         &mut self,
-        address: SocketAddr,
         sidecar: SocketAddr,
-    ) -> anyhow::Result<SocketAddr> {
+    ) -> anyhow::Result<(SocketAddr, SocketAddr)> {
         let policy = &self.options.policy;
-        let admin = free_loopback_port()?;
         let upstream = match policy.stable_port {
             80 => format!("http://{}/", policy.stable_host),
             port => format!("http://{}:{port}/", policy.stable_host),
         };
+        let log = self.log(PROXY);
+        let log_offset = file_len(&log);
         self.supervisor.spawn(ProcessSpec {
             name: PROXY.to_owned(),
             program: self.options.programs.proxy.clone(),
             args: Vec::new(),
             env: vec![
-                env("PORT", address.port()),
-                env("ADMIN_PORT", admin.port()),
-                env("BIND_ADDRESS", address.ip()),
+                env("PORT", 0),
+                env("ADMIN_PORT", 0),
+                env("BIND_ADDRESS", "127.0.0.1"),
                 env("UPSTREAM_URL", upstream),
                 env("UPSTREAM_TIMEOUT", PROXY_UPSTREAM_TIMEOUT),
                 env("DRAIN_TIMEOUT", "1s"),
+                env("LOG_FORMAT", "text"),
                 // In a pod the sidecar captures the connection; here the proxy is told about it.
                 env("http_proxy", format!("http://{sidecar}")),
             ],
-            log: self.log(PROXY),
+            log: log.clone(),
             stdout_lines: false,
         })?;
+        let fields = logged_fields(
+            &self.supervisor,
+            PROXY,
+            &log,
+            log_offset,
+            "app-that-calls-externally listening",
+            &["proxy_addr", "admin_addr"],
+        )
+        .await?;
+        let (address, admin) = (fields[0], fields[1]);
         wait_http_ok(
             &self.supervisor,
-            &self.http,
+            &self.control.http,
             PROXY,
             &format!("http://{admin}/readyz"),
         )
         .await?;
-        Ok(admin)
+        Ok((address, admin))
     }
 
     /// The caller calls the proxy's Service by name through its own sidecar, as in its pod.
@@ -640,16 +884,115 @@ impl Starter<'_> {
     }
 }
 
+/// The name and address of each listener of an Envoy, as its admin API reports them (each was
+/// bound to port 0).
+async fn listener_addresses(
+    http: &reqwest::Client,
+    name: &str,
+    admin: SocketAddr,
+) -> anyhow::Result<Vec<(String, SocketAddr)>> {
+    let url = format!("http://{admin}/listeners?format=json");
+    let body = http
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("{name}: GET {url}"))?
+        .bytes()
+        .await
+        .with_context(|| format!("{name}: GET {url}"))?;
+    let listeners: Value =
+        serde_json::from_slice(&body).with_context(|| format!("{name}: {url} is not JSON"))?;
+    let statuses = listeners["listener_statuses"].as_array();
+    let mut addresses = Vec::new();
+    for status in statuses.into_iter().flatten() {
+        let socket = &status["local_address"]["socket_address"];
+        let ip = socket["address"].as_str().and_then(|ip| ip.parse().ok());
+        let port = socket["port_value"]
+            .as_u64()
+            .and_then(|port| u16::try_from(port).ok());
+        match (status["name"].as_str(), ip, port) {
+            (Some(listener), Some(ip), Some(port)) if port != 0 => {
+                addresses.push((listener.to_owned(), SocketAddr::new(ip, port)));
+            }
+            _ => bail!("{name}: cannot read the listener address from {url}: {listeners}"),
+        }
+    }
+    if addresses.is_empty() {
+        bail!("{name}: no listener in {url}: {listeners}");
+    }
+    Ok(addresses)
+}
+
+/// The gateway's listeners by the port of the server each stands for (they are named
+/// `0.0.0.0_<port>`, as istiod names them).
+fn gateway_ports_of(listeners: &[(String, SocketAddr)]) -> BTreeMap<u16, SocketAddr> {
+    listeners
+        .iter()
+        .filter_map(|(name, address)| {
+            let port = name.rsplit('_').next()?.parse().ok()?;
+            Some((port, *address))
+        })
+        .collect()
+}
+
 fn env(name: &str, value: impl ToString) -> (String, String) {
     (name.to_owned(), value.to_string())
 }
 
-/// A loopback port the OS considers free right now. The component binds it a moment later;
-/// were it taken in between, the component would fail to start and say so.
-fn free_loopback_port() -> anyhow::Result<SocketAddr> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free loopback port")?;
-    listener.local_addr().context("cannot read a free port")
+/// The size of a log file, so a restarted component's lines are told from its earlier ones.
+fn file_len(path: &Path) -> u64 {
+    path.metadata().map_or(0, |meta| meta.len())
+}
+
+/// The address a hello server logged in its "hello-cf listening" line after `offset`.
+async fn hello_address(
+    supervisor: &Supervisor,
+    name: &str,
+    log: &Path,
+    offset: u64,
+) -> anyhow::Result<SocketAddr> {
+    let fields = logged_fields(
+        supervisor,
+        name,
+        log,
+        offset,
+        "hello-cf listening",
+        &["address"],
+    )
+    .await?;
+    Ok(fields[0])
+}
+
+/// The socket addresses named by `fields` (`field=<address>`) in the first line of `log` after
+/// byte `offset` that contains `message`: how a component started on port 0 says where it
+/// listens.
+async fn logged_fields(
+    supervisor: &Supervisor,
+    name: &str,
+    log: &Path,
+    offset: u64,
+    message: &str,
+    fields: &[&str],
+) -> anyhow::Result<Vec<SocketAddr>> {
+    poll_until_ready(supervisor, name, || async {
+        let bytes = std::fs::read(log).ok()?;
+        let start = usize::try_from(offset).ok()?.min(bytes.len());
+        let text = String::from_utf8_lossy(&bytes[start..]);
+        let line = text.lines().find(|line| line.contains(message))?;
+        fields
+            .iter()
+            .map(|field| {
+                let prefix = format!("{field}=");
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix(prefix.as_str()))?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    })
+    .await
+    .with_context(|| format!("waiting for {name}'s {message:?} line in {}", log.display()))
 }
 
 async fn wait_http_ok(

@@ -132,6 +132,11 @@ impl Supervisor {
         self.spawn(spec)
     }
 
+    /// How a component was (last) started.
+    pub fn spec(&self, name: &str) -> Option<&ProcessSpec> {
+        self.index(name).map(|index| &self.processes[index].spec)
+    }
+
     /// Stops one component and waits for it to be gone.
     pub async fn stop(&mut self, name: &str) -> anyhow::Result<()> {
         let index = self

@@ -1,5 +1,5 @@
-//! The whole flow on loopback with real Envoy: the caller's lines follow the policy of the
-//! contract's layout (tests/fixtures/contract-istio.yml, what k8s/istio.yml moves to), the hop
+//! The whole flow on loopback with real Envoy: the caller's lines follow the policy of
+//! k8s/istio.yml (and of k8s/patterns/ applied over it), the hop
 //! to the egress gateway is mTLS with the AuthorizationPolicy enforced, origination checks the
 //! router's name, the Cloud Foundry router only lets TLS with the right Host reach the apps, a
 //! stopped v2 shows in the log without stalling the caller, and no process outlives a run.
@@ -20,12 +20,9 @@ static ONE_MESH_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_ne
 /// Binomial tolerance, in standard deviations (for the smaller runs).
 const SIGMAS: f64 = 4.5;
 
-fn repo_policy_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("fixtures")
-        .join("contract-istio.yml")
-}
+mod support;
+
+use support::repo_policy_path;
 
 /// `target/<profile>`: the test binary lives in its `deps/`.
 fn bin_dir() -> PathBuf {
@@ -294,7 +291,7 @@ async fn bounded_run_follows_the_policy_and_the_router_sees_only_tls_with_its_ho
             shares[&HelloVersion::V2]
         ),
         (0.2, 0.24, 0.56),
-        "the fixture's 20 % abort and 30/70 split, which the tolerances below are chosen for"
+        "k8s/istio.yml's 20 % abort and 30/70 split, which the tolerances below are chosen for"
     );
     assert_share("aborts", aborts, CALLS, 0.2, 0.1);
     assert_share("v1", v1, CALLS, 0.24, 0.32);
@@ -643,13 +640,17 @@ async fn origination_refuses_a_router_certificate_without_the_required_name() {
     let text = std::fs::read_to_string(repo_policy_path())
         .unwrap()
         .replacen(
-            "          subjectAltNames: [hello-istio-v2.apps.cf.example]",
-            "          subjectAltNames: [another-route.apps.cf.example]",
+            "          subjectAltNames:\n            - hello-istio-v2.apps.cf.example",
+            "          subjectAltNames:\n            - another-route.apps.cf.example",
             1,
         )
         .replacen("weight: 30", "weight: 0", 1)
         .replacen("weight: 70", "weight: 100", 1)
-        .replacen("percentage: {value: 20}", "percentage: {value: 0}", 1);
+        .replacen(
+            "          percentage:\n            value: 20",
+            "          percentage:\n            value: 0",
+            1,
+        );
     let policy = Policy::parse(Path::new("wrong-san.yml"), &text).unwrap();
     let dir = tempfile::tempdir().unwrap();
     const CALLS: u64 = 5;
@@ -683,59 +684,6 @@ async fn origination_refuses_a_router_certificate_without_the_required_name() {
         router.iter().all(|e| e["upstream_cluster"] == "-"),
         "{router:?}"
     );
-    shutdown_and_check(mesh).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mirror_copies_half_the_calls_to_v2_while_the_log_shows_v1_only() {
-    let _one = ONE_MESH_AT_A_TIME.lock().await;
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("fixtures")
-        .join("mirroring-istio.yml");
-    let policy = Policy::load(&path).unwrap();
-    let v2_host = policy.cf_hosts[1].host.clone();
-    let dir = tempfile::tempdir().unwrap();
-    const CALLS: u64 = 300;
-    let mut mesh = start(policy, caller(Some(CALLS), 10), dir.path()).await;
-    let lines = collect(&mut mesh, Duration::from_secs(120), |_, finished| finished).await;
-    let counts = counts(&lines);
-    let v1 = counts
-        .get(&Answer::Hello(HelloVersion::V1))
-        .copied()
-        .unwrap_or(0);
-    let aborts = counts.get(&Answer::Abort).copied().unwrap_or(0);
-    assert_eq!(
-        v1 + aborts,
-        CALLS,
-        "the copies' answers never reach the log: {counts:?}"
-    );
-
-    // Copies are fire-and-forget: count v2's requests at the router once the count settles.
-    let router_log = mesh.access_log(mesh::CF_ROUTER);
-    let v2_cluster = format!("app|{v2_host}");
-    let copies_of = |entries: &[serde_json::Value]| {
-        entries
-            .iter()
-            .filter(|e| e["upstream_cluster"] == v2_cluster.as_str())
-            .count() as u64
-    };
-    let mut copies = copies_of(&access_log(&router_log, v1 as usize).await);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        // Longer than Envoy's 250 ms flush interval: an unchanged count is a settled one.
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        let now = copies_of(&json_lines(&router_log));
-        if now == copies || Instant::now() >= deadline {
-            copies = now;
-            break;
-        }
-        copies = now;
-    }
-    // mirrorPercentage 50 of the v1 calls (~240 of 300 after the 20 % abort), accepted within
-    // ±12.5 %, half the distance to the nearest wrong policies (25 %, 75 %): 3.9 sd, a chance
-    // failure in about 1 run in 9 000; a 25 % mirror would pass about 1 run in 250 000.
-    assert_share("mirrored copies", copies, v1, 0.5, 0.25);
     shutdown_and_check(mesh).await;
 }
 
@@ -782,152 +730,5 @@ async fn with_v2_stopped_the_share_of_503_is_what_the_mesh_routes_retries_leave(
         0.8 * 0.343,
         (0.8f64 * 0.343).powi(3),
     );
-    shutdown_and_check(mesh).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delay_beyond_the_per_try_timeout_becomes_retries_then_the_routes_504() {
-    let _one = ONE_MESH_AT_A_TIME.lock().await;
-    // Every call delayed 2 s at the gateway; the mesh route tries 3 times for 1 s each within its
-    // 3 s timeout, so every line is the sidecar's own 504.
-    let text = std::fs::read_to_string(repo_policy_path())
-        .unwrap()
-        .replacen("percentage: {value: 20}", "percentage: {value: 0}", 1)
-        .replacen(
-            "    - name: split-v1-v2\n",
-            "    - name: split-v1-v2\n      fault: {delay: {fixedDelay: 2s, percentage: {value: 100}}}\n",
-            1,
-        );
-    let policy = Policy::parse(Path::new("delay.yml"), &text).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    const CALLS: u64 = 2;
-    let mut mesh = start(policy, caller(Some(CALLS), 100), dir.path()).await;
-    let lines = collect(&mut mesh, Duration::from_secs(60), |_, finished| finished).await;
-    for (_, line) in &lines {
-        assert_eq!(
-            classify(line),
-            Answer::Other("upstream request timeout".to_owned())
-        );
-    }
-    let entry = wait_for_entry(&mesh.access_log(mesh::SIDECAR), |e| e["status"] == 504).await;
-    assert_eq!(entry["attempts"], 3, "{entry}");
-    assert!(
-        entry["flags"].as_str().unwrap_or("").contains("UT"),
-        "{entry}"
-    );
-    assert!(
-        entry["duration_ms"].as_u64().unwrap_or(0) >= 2900,
-        "{entry}"
-    );
-    shutdown_and_check(mesh).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_pool_of_one_overflows_under_concurrent_calls() {
-    let _one = ONE_MESH_AT_A_TIME.lock().await;
-    // v2 only, one connection, one pending request, no retries on either hop.
-    let text = std::fs::read_to_string(repo_policy_path())
-        .unwrap()
-        .replacen("percentage: {value: 20}", "percentage: {value: 0}", 1)
-        .replacen("weight: 30", "weight: 0", 1)
-        .replacen("weight: 70", "weight: 100", 1)
-        .replacen(
-            "retries: {attempts: 2, perTryTimeout: 1s, retryOn: \"connect-failure,refused-stream,reset,503\"}",
-            "retries: {attempts: 0}",
-            1,
-        )
-        .replacen(
-            "    - name: split-v1-v2\n",
-            "    - name: split-v1-v2\n      retries: {attempts: 0}\n",
-            1,
-        )
-        .replacen(
-            "      - port: {number: 443}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v2.apps.cf.example\n",
-            "      - port: {number: 443}\n        connectionPool:\n          tcp: {maxConnections: 1}\n          http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v2.apps.cf.example\n",
-            1,
-        );
-    let policy = Policy::parse(Path::new("circuit-breaking.yml"), &text).unwrap();
-    let v2 = policy
-        .gateway
-        .clusters
-        .iter()
-        .find(|c| c.host.contains("-v2."))
-        .unwrap();
-    assert_eq!(v2.circuit_breakers.max_connections, 1, "the edit took");
-    let dir = tempfile::tempdir().unwrap();
-    let mesh = start(policy, None, dir.path()).await;
-    let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://{}", mesh.addresses().sidecar)).unwrap())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    // 30 calls at once through the proxy's sidecar: they share its HTTP/2 connection to the
-    // gateway and reach it together; one may hold the router connection, one wait, the rest
-    // overflow.
-    let mut calls = tokio::task::JoinSet::new();
-    for _ in 0..30 {
-        let client = client.clone();
-        calls.spawn(async move {
-            let response = client.get("http://hello.external/").send().await.unwrap();
-            (response.status().as_u16(), response.text().await.unwrap())
-        });
-    }
-    let answers = calls.join_all().await;
-    let served = answers.iter().filter(|(status, _)| *status == 200).count();
-    let overflowed = answers
-        .iter()
-        .filter(|(status, body)| {
-            *status == 503
-                && body == "upstream connect error or disconnect/reset before headers. reset reason: overflow"
-        })
-        .count();
-    assert!(served >= 1 && overflowed >= 1, "{answers:?}");
-    assert_eq!(served + overflowed, answers.len(), "{answers:?}");
-    let entry = wait_for_entry(&mesh.access_log(mesh::EGRESS_GATEWAY), |e| {
-        e["status"] == 503
-    })
-    .await;
-    assert!(
-        entry["flags"].as_str().unwrap_or("").contains("UO"),
-        "{entry}"
-    );
-    shutdown_and_check(mesh).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_header_match_sends_the_canary_to_v2_and_the_rest_to_the_default_route() {
-    let _one = ONE_MESH_AT_A_TIME.lock().await;
-    let text = std::fs::read_to_string(repo_policy_path())
-        .unwrap()
-        .replacen("percentage: {value: 20}", "percentage: {value: 0}", 1)
-        .replacen("weight: 30", "weight: 100", 1)
-        .replacen("weight: 70", "weight: 0", 1)
-        .replacen(
-            "    - name: split-v1-v2\n",
-            "    - name: canary-to-v2\n      match: [{headers: {x-canary: {exact: always}}}]\n      route:\n        - destination: {host: hello-istio-v2.apps.cf.example, port: {number: 443}}\n          headers: {request: {set: {host: hello-istio-v2.apps.cf.example}}}\n    - name: split-v1-v2\n",
-            1,
-        );
-    let policy = Policy::parse(Path::new("canary.yml"), &text).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mesh = start(policy, None, dir.path()).await;
-    let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://{}", mesh.addresses().sidecar)).unwrap())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    for (header, expected) in [
-        (Some("always"), HelloVersion::V2),
-        (Some("sometimes"), HelloVersion::V1),
-        (None, HelloVersion::V1),
-    ] {
-        for _ in 0..10 {
-            let mut request = client.get("http://hello.external/");
-            if let Some(value) = header {
-                request = request.header("x-canary", value);
-            }
-            let body = request.send().await.unwrap().text().await.unwrap();
-            assert_eq!(body.trim_end(), expected.greeting(), "x-canary: {header:?}");
-        }
-    }
     shutdown_and_check(mesh).await;
 }

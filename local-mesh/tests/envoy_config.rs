@@ -1,6 +1,6 @@
-//! The generated bootstraps are accepted by the real Envoy (`--mode validate`), for the
-//! contract's layout, for k8s/istio.yml and for a manifest using every construct local-mesh
-//! translates; and they say what the manifest says.
+//! The generated bootstraps are accepted by the real Envoy (`--mode validate`), for
+//! k8s/istio.yml, for k8s/patterns/mirroring.yml applied over it and for a manifest using every
+//! construct local-mesh translates; and they say what the manifest says.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,49 +11,28 @@ use local_mesh::bootstrap::{
 use local_mesh::policy::Policy;
 use serde_json::Value;
 
-const CONTRACT: &str = include_str!("fixtures/contract-istio.yml");
+mod support;
 
-fn contract_policy() -> Policy {
-    Policy::parse(Path::new("contract-istio.yml"), CONTRACT).unwrap_or_else(|e| panic!("{e}"))
+/// k8s/istio.yml.
+fn repo_policy() -> Policy {
+    Policy::load(&support::repo_policy_path()).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Mirroring at the sidecar, as k8s/patterns/mirroring.yml does it: every call to v1 through
-/// the gateway's port 80, a copy of half of them through a second server on 443 to v2.
+/// k8s/istio.yml with k8s/patterns/mirroring.yml applied: every call to v1 through the
+/// gateway's port 80, a copy of half of them through a second server on 443 to v2.
 fn mirroring_policy() -> Policy {
-    Policy::parse(Path::new("mirroring.yml"), &mirroring_manifest())
-        .unwrap_or_else(|e| panic!("{e}"))
+    support::policy_with_patterns(&["mirroring.yml"])
 }
 
-fn mirroring_manifest() -> String {
-    include_str!("fixtures/mirroring-istio.yml").to_owned()
-}
-
-/// Every construct of the pattern files at once: delay and abort at both hops, per-try timeout,
-/// retry conditions, a header match before the default route, a mirror with a percentage, a
-/// connection pool and outlier detection.
+/// Every construct local-mesh translates at once (see the fixture's header for why it is one).
 fn every_construct_policy() -> Policy {
-    let text = CONTRACT
-        .replacen(
-            "        abort: {httpStatus: 418, percentage: {value: 20}}\n",
-            "        abort: {httpStatus: 418, percentage: {value: 20}}\n        delay: {fixedDelay: 100ms, percentage: {value: 5}}\n",
-            1,
-        )
-        .replacen(
-            "    - name: split-v1-v2\n",
-            "    - name: canary\n      match: [{name: header, headers: {x-canary: {exact: \"yes\"}}}, {uri: {regex: \"/v2.*\"}}]\n      retries: {attempts: 3, perTryTimeout: 500ms, retryOn: \"5xx,gateway-error,503\"}\n      route:\n        - destination: {host: hello-istio-v2.apps.cf.example, port: {number: 443}}\n          headers: {request: {set: {host: hello-istio-v2.apps.cf.example}}}\n    - name: split-v1-v2\n      fault: {delay: {fixedDelay: 1s, percentage: {value: 10}}, abort: {httpStatus: 503}}\n      mirror: {host: hello-istio-v2.apps.cf.example, port: {number: 443}}\n      mirrorPercentage: {value: 50}\n",
-            1,
-        )
-        .replacen(
-            "  rules:\n    - from:\n",
-            "  rules:\n    - to: [{operation: {}}]\n      from: [{source: {}}]\n    - from:\n        - source: {namespaces: [\"egress-*\"], notPrincipals: [\"*/sa/traffic\"]}\n      to:\n        - operation: {methods: [GET], paths: [\"/healthz*\"], notHosts: [\"*.example\"]}\n    - from:\n",
-            1,
-        )
-        .replacen(
-            "      - port: {number: 443}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v2.apps.cf.example\n",
-            "      - port: {number: 443}\n        connectionPool:\n          tcp: {maxConnections: 1}\n          http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}\n        outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 3m, maxEjectionPercent: 100}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v2.apps.cf.example\n",
-            1,
-        );
-    Policy::parse(Path::new("every-construct.yml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    Policy::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join("fixtures")
+            .join("every-construct-istio.yml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn validate(dir: &Path, name: &str, config: &Value) {
@@ -171,11 +150,8 @@ fn configs(policy: &Policy, dir: &Path) -> Vec<(&'static str, Value)> {
 
 #[tokio::test]
 async fn generated_bootstraps_pass_envoy_validation() {
-    let repo = Policy::load(&local_mesh::repo_root().join("k8s").join("istio.yml"))
-        .unwrap_or_else(|e| panic!("{e}"));
     for (label, policy) in [
-        ("contract", contract_policy()),
-        ("repo", repo),
+        ("repo", repo_policy()),
         ("every-construct", every_construct_policy()),
         ("mirroring", mirroring_policy()),
     ] {
@@ -203,7 +179,7 @@ fn named<'v>(clusters: &'v [Value], name: &str) -> &'v Value {
 
 #[test]
 fn gateway_requires_mesh_mtls_enforces_rbac_and_splits_with_a_host_rewrite_per_destination() {
-    let policy = contract_policy();
+    let policy = repo_policy();
     let config = bootstrap::egress_gateway(&GatewaySpec {
         gateway: &policy.gateway,
         upstreams: upstreams(),
@@ -241,7 +217,7 @@ fn gateway_requires_mesh_mtls_enforces_rbac_and_splits_with_a_host_rewrite_per_d
     let route_config = &hcm(&config)["route_config"];
     assert_eq!(
         route_config["name"],
-        "https.80.https.hello-external-egress.istio-system"
+        "https.80.https-hello-external.hello-external-egress.istio-system"
     );
     let virtual_host = &route_config["virtual_hosts"][0];
     assert_eq!(virtual_host["include_request_attempt_count"], true);
@@ -284,7 +260,7 @@ fn gateway_requires_mesh_mtls_enforces_rbac_and_splits_with_a_host_rewrite_per_d
 
 #[test]
 fn sidecar_carries_the_route_and_mtls_to_the_gateway() {
-    let policy = contract_policy();
+    let policy = repo_policy();
     let config = bootstrap::sidecar(&SidecarSpec {
         name: "sidecar",
         sidecar: &policy.proxy_sidecar,
@@ -479,7 +455,7 @@ fn a_mirror_to_a_second_gateway_server_gets_its_own_listener_and_cluster() {
     let copies = &listeners[1]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"];
     assert_eq!(
         copies["name"],
-        "https.443.https-copies.hello-external-egress.istio-system"
+        "https.443.https-hello-external-copies.hello-external-egress.istio-system"
     );
     let routes = copies["virtual_hosts"][0]["routes"].as_array().unwrap();
     // The port-80 split does not match on 443 only when it says so; here it has no match, so

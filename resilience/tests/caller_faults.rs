@@ -71,6 +71,7 @@ fn config(url: &str) -> Config {
         summary_every: SummaryEvery::Off,
         max_body: 4096,
         log_format: demo_common::logging::LogFormat::Text,
+        headers: Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use demo_common::error;
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
 use crate::body::CappedBody;
@@ -83,6 +84,7 @@ pub struct BuildError(#[from] reqwest::Error);
 pub struct Caller {
     client: reqwest::Client,
     url: Url,
+    headers: HeaderMap,
     timeout: Duration,
     max_body: usize,
 }
@@ -113,6 +115,7 @@ impl Caller {
         Ok(Self {
             client,
             url: config.url.clone(),
+            headers: crate::header::header_map(&config.headers),
             timeout: config.timeout,
             max_body: config.max_body,
         })
@@ -129,7 +132,11 @@ impl Caller {
     }
 
     async fn fetch(&self) -> Outcome {
-        let mut response = match self.client.get(self.url.clone()).send().await {
+        let request = self
+            .client
+            .get(self.url.clone())
+            .headers(self.headers.clone());
+        let mut response = match request.send().await {
             Ok(response) => response,
             Err(error) => return Outcome::Failed(classify(&error)),
         };

@@ -9,6 +9,8 @@ use demo_common::logging::LogFormat;
 use demo_common::{parse_duration, parse_positive_duration};
 use reqwest::Url;
 
+use crate::header::HeaderLine;
+
 /// The shortest interval accepted: tokio's timers tick in milliseconds, so a shorter period
 /// could not be kept.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
@@ -71,6 +73,17 @@ pub struct Config {
     /// Log format on stderr (stdout carries the data).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Header sent on every call, as `curl -H`: `Name: value`. Repeat the flag for more; the
+    /// env var holds one header per line (blank lines are skipped).
+    #[arg(
+        short = 'H',
+        long = "header",
+        env = "HEADER",
+        value_name = "NAME: VALUE",
+        value_delimiter = '\n'
+    )]
+    pub headers: Vec<HeaderLine>,
 }
 
 /// How many calls a run makes.

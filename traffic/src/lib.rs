@@ -8,6 +8,7 @@
 pub mod body;
 pub mod call;
 pub mod config;
+pub mod header;
 pub mod schedule;
 pub mod summary;
 
@@ -81,8 +82,15 @@ where
     let limit = in_flight_limit(config.timeout, config.interval);
     let mut shown_url = config.url.clone();
     let _ = shown_url.set_password(None); // logs must not carry credentials
+    // Names only: values may be credentials.
+    let header_names = header::header_map(&config.headers)
+        .keys()
+        .map(|name| name.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
     tracing::info!(
         url = %shown_url,
+        headers = %header_names,
         interval = %format_duration(config.interval),
         timeout = %format_duration(config.timeout),
         count = %config.count,

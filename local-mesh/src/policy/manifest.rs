@@ -32,13 +32,13 @@ impl fmt::Display for ResourceId {
 }
 
 /// One resource of the manifest, its spec typed by kind.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
     pub id: ResourceId,
     pub spec: Spec,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Spec {
     ServiceEntry(ServiceEntrySpec),
     Gateway(GatewaySpec),
@@ -48,7 +48,7 @@ pub enum Spec {
 }
 
 /// Every resource of a manifest, in file order.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Manifest {
     pub resources: Vec<Resource>,
 }
@@ -74,7 +74,12 @@ impl Manifest {
             if value.is_null() {
                 continue; // comments only, e.g. before the first `---`
             }
-            let document: Document = serde_norway::from_value(value).map_err(yaml_error)?;
+            // Valid YAML, but not a resource (no kind, no metadata.name, ...).
+            let document: Document =
+                serde_norway::from_value(value).map_err(|error| PolicyError::File {
+                    path: path.to_owned(),
+                    message: format!("document {}: {error}", index + 1),
+                })?;
             let resource = Resource::from_document(path, document)?;
             if manifest.resources.iter().any(|r| r.id == resource.id) {
                 return Err(resource_error(
@@ -179,7 +184,7 @@ struct Metadata {
 
 // ---- ServiceEntry ----
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceEntrySpec {
     pub hosts: Vec<String>,
@@ -201,7 +206,7 @@ pub struct ServiceEntrySpec {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Port {
     pub number: u16,
@@ -215,7 +220,7 @@ pub struct Port {
 
 // ---- Gateway ----
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct GatewaySpec {
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
@@ -225,7 +230,7 @@ pub struct GatewaySpec {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Server {
     pub port: Port,
     #[serde(default)]
@@ -238,7 +243,7 @@ pub struct Server {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerTls {
     #[serde(default)]
@@ -249,7 +254,7 @@ pub struct ServerTls {
 
 // ---- DestinationRule ----
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DestinationRuleSpec {
     pub host: String,
@@ -263,7 +268,7 @@ pub struct DestinationRuleSpec {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Subset {
     pub name: String,
@@ -275,7 +280,7 @@ pub struct Subset {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrafficPolicy {
     #[serde(default)]
@@ -290,7 +295,7 @@ pub struct TrafficPolicy {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortTrafficPolicy {
     pub port: PortSelector,
@@ -304,12 +309,12 @@ pub struct PortTrafficPolicy {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct PortSelector {
     pub number: u16,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientTls {
     #[serde(default)]
@@ -324,7 +329,7 @@ pub struct ClientTls {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionPool {
     #[serde(default)]
@@ -335,7 +340,7 @@ pub struct ConnectionPool {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TcpSettings {
     #[serde(default)]
@@ -346,7 +351,7 @@ pub struct TcpSettings {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpSettings {
     #[serde(default)]
@@ -363,7 +368,7 @@ pub struct HttpSettings {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutlierDetection {
     #[serde(default, rename = "consecutive5xxErrors")]
@@ -384,7 +389,7 @@ pub struct OutlierDetection {
 
 // ---- VirtualService ----
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualServiceSpec {
     pub hosts: Vec<String>,
@@ -398,7 +403,7 @@ pub struct VirtualServiceSpec {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRoute {
     #[serde(default)]
@@ -423,7 +428,7 @@ pub struct HttpRoute {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpMatch {
     #[serde(default)]
@@ -441,7 +446,7 @@ pub struct HttpMatch {
 }
 
 /// Istio's StringMatch: exactly one of `exact`, `prefix`, `regex`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct StringMatch {
     #[serde(default)]
     pub exact: Option<String>,
@@ -453,7 +458,7 @@ pub struct StringMatch {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RouteDestination {
     pub destination: DestinationRef,
     #[serde(default)]
@@ -464,7 +469,7 @@ pub struct RouteDestination {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct DestinationRef {
     pub host: String,
     #[serde(default)]
@@ -473,7 +478,7 @@ pub struct DestinationRef {
     pub port: Option<PortSelector>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Headers {
     #[serde(default)]
     pub request: Option<HeaderOperations>,
@@ -481,7 +486,7 @@ pub struct Headers {
     pub response: Option<HeaderOperations>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct HeaderOperations {
     #[serde(default)]
     pub set: BTreeMap<String, String>,
@@ -491,7 +496,7 @@ pub struct HeaderOperations {
     pub remove: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Fault {
     #[serde(default)]
     pub abort: Option<FaultAbort>,
@@ -501,7 +506,7 @@ pub struct Fault {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultAbort {
     #[serde(default)]
@@ -512,7 +517,7 @@ pub struct FaultAbort {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultDelay {
     #[serde(default)]
@@ -523,12 +528,12 @@ pub struct FaultDelay {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Percentage {
     pub value: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryPolicy {
     #[serde(default)]
@@ -547,7 +552,7 @@ pub struct RetryPolicy {
 
 // ---- AuthorizationPolicy ----
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthorizationPolicySpec {
     #[serde(default)]
@@ -560,14 +565,14 @@ pub struct AuthorizationPolicySpec {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSelector {
     #[serde(default)]
     pub match_labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct AuthzRule {
     #[serde(default)]
     pub from: Vec<AuthzFrom>,
@@ -577,12 +582,12 @@ pub struct AuthzRule {
     pub when: Vec<Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AuthzFrom {
     pub source: AuthzSource,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthzSource {
     #[serde(default)]
@@ -597,12 +602,12 @@ pub struct AuthzSource {
     pub other: Other,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AuthzTo {
     pub operation: AuthzOperation,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthzOperation {
     #[serde(default)]

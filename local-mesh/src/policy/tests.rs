@@ -4,9 +4,23 @@ use std::time::Duration;
 
 use super::*;
 
-/// The contract's layout: mTLS to the gateway, checked origination, exportTo, the
-/// AuthorizationPolicy. Tests edit it with `edited`.
-const MANIFEST: &str = include_str!("../../tests/fixtures/contract-istio.yml");
+/// k8s/istio.yml: mTLS to the gateway, checked origination, exportTo, the AuthorizationPolicy.
+/// Tests edit it with `edited`.
+/// k8s/istio.yml without its comment lines, so that an edit can name consecutive lines.
+fn manifest() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        REPO_MANIFEST
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .map(|line| format!("{line}\n"))
+            .collect()
+    })
+}
+
+/// k8s/istio.yml and a pattern file over it.
+const REPO_MANIFEST: &str = include_str!("../../../k8s/istio.yml");
+const MIRRORING: &str = include_str!("../../../k8s/patterns/mirroring.yml");
 
 const GATEWAY_HOST: &str = "istio-egressgateway.istio-system.svc.cluster.local";
 const V1: &str = "hello-istio-v1.apps.cf.example";
@@ -17,8 +31,8 @@ fn parse(text: &str) -> Result<Policy, PolicyError> {
 }
 
 fn edited(from: &str, to: &str) -> String {
-    assert!(MANIFEST.contains(from), "the fixture has no {from:?}");
-    MANIFEST.replacen(from, to, 1)
+    assert!(manifest().contains(from), "k8s/istio.yml has no {from:?}");
+    manifest().replacen(from, to, 1)
 }
 
 fn error_of(text: &str) -> String {
@@ -39,13 +53,14 @@ fn cluster<'p>(clusters: &'p [Cluster], name: &str) -> &'p Cluster {
         .unwrap_or_else(|| panic!("no cluster {name} in {clusters:#?}"))
 }
 
-/// The mesh route's fragment in the fixture, for edits of its http route.
-const MESH_FAULT: &str = "        abort: {httpStatus: 418, percentage: {value: 20}}\n";
-const MESH_RETRIES: &str = "      retries: {attempts: 2, perTryTimeout: 1s, retryOn: \"connect-failure,refused-stream,reset,503\"}\n";
+/// The mesh route's fragment in k8s/istio.yml, for edits of its http route.
+const MESH_FAULT: &str =
+    "        abort:\n          httpStatus: 418\n          percentage:\n            value: 20\n";
+const MESH_RETRIES: &str = "      retries:\n        attempts: 2\n        perTryTimeout: 1s\n        retryOn: connect-failure,refused-stream,reset,503\n";
 
 #[test]
-fn reads_the_contract_layout() {
-    let policy = parse(MANIFEST).unwrap();
+fn reads_k8s_istio_yml() {
+    let policy = parse(manifest()).unwrap();
     assert_eq!(policy.stable_host, "hello.external");
     assert_eq!(policy.stable_port, 80);
     let mesh = policy.mesh_route();
@@ -109,7 +124,7 @@ fn reads_the_contract_layout() {
     assert_eq!(server.hosts, ["hello.external"]);
     assert_eq!(
         server.route_config.name,
-        "https.80.https.hello-external-egress.istio-system"
+        "https.80.https-hello-external.hello-external-egress.istio-system"
     );
     let split = policy.gateway_route();
     assert_eq!(split.name, "split-v1-v2");
@@ -176,7 +191,7 @@ fn reads_the_contract_layout() {
 
 #[test]
 fn shares_follow_abort_and_weights() {
-    let policy = parse(MANIFEST).unwrap();
+    let policy = parse(manifest()).unwrap();
     assert!((policy.abort_share() - 0.2).abs() < 1e-9);
     let shares = policy.version_shares();
     assert!((shares[&HelloVersion::V1] - 0.24).abs() < 1e-9);
@@ -192,7 +207,7 @@ fn shares_follow_abort_and_weights() {
 
 #[test]
 fn export_to_keeps_the_cloud_foundry_hosts_from_the_sidecars() {
-    let policy = parse(MANIFEST).unwrap();
+    let policy = parse(manifest()).unwrap();
     for sidecar in [&policy.proxy_sidecar, &policy.caller_sidecar] {
         let config = &sidecar.route_config;
         assert_eq!(config.name, "80");
@@ -207,17 +222,17 @@ fn export_to_keeps_the_cloud_foundry_hosts_from_the_sidecars() {
     }
     // Exported to the whole mesh, the sidecars would see them (their HTTPS port carries no
     // HTTP virtual host; what matters is the registry).
-    let open = parse(&MANIFEST.replace(
-        "  hosts: [hello-istio-v1.apps.cf.example, hello-istio-v2.apps.cf.example]\n  exportTo: [\".\"]",
-        "  hosts: [hello-istio-v1.apps.cf.example, hello-istio-v2.apps.cf.example]",
+    let open = parse(&manifest().replace(
+        "    - hello-istio-v2.apps.cf.example\n  exportTo:\n    - \".\"\n",
+        "    - hello-istio-v2.apps.cf.example\n",
     ))
     .unwrap();
     assert_eq!(open.cf_hosts.len(), 2);
     // A DestinationRule exported to "." in egress-demo is invisible to the gateway in
     // istio-system: a subset defined there would not exist for it.
     let moved = edited(
-        "metadata: {name: hello-istio-v1-tls, namespace: istio-system}",
-        "metadata: {name: hello-istio-v1-tls, namespace: egress-demo}",
+        "  name: hello-istio-v1-tls\n  namespace: istio-system\n",
+        "  name: hello-istio-v1-tls\n  namespace: egress-demo\n",
     );
     let policy = parse(&moved).unwrap();
     let v1 = cluster(&policy.gateway.clusters, &format!("outbound|443||{V1}"));
@@ -230,7 +245,7 @@ fn export_to_keeps_the_cloud_foundry_hosts_from_the_sidecars() {
 
 #[test]
 fn the_caller_sidecar_routes_the_proxy_service_with_istio_defaults() {
-    let policy = parse(MANIFEST).unwrap();
+    let policy = parse(manifest()).unwrap();
     let config = &policy.caller_sidecar.route_config;
     let host = config
         .virtual_host("service-that-calls-externally")
@@ -322,7 +337,7 @@ fn delay_and_abort_translate_at_either_hop() {
 #[test]
 fn istio_mutual_towards_a_plain_http_server_is_refused_with_the_reason() {
     let error = error_of(&edited(
-        "    - port: {number: 80, name: https, protocol: HTTPS}\n      hosts: [hello.external]\n      tls: {mode: ISTIO_MUTUAL}\n",
+        "    - port:\n        number: 80\n        name: https-hello-external\n        protocol: HTTPS\n      hosts:\n        - hello.external\n      tls:\n        mode: ISTIO_MUTUAL\n",
         "    - port: {number: 80, name: http, protocol: HTTP}\n      hosts: [hello.external]\n",
     ));
     assert!(
@@ -333,13 +348,13 @@ fn istio_mutual_towards_a_plain_http_server_is_refused_with_the_reason() {
     );
     // And plain text towards the mTLS server, equally doomed.
     let error = error_of(&edited(
-        "            tls: {mode: ISTIO_MUTUAL, sni: hello.external}",
+        "            tls:\n              mode: ISTIO_MUTUAL\n              sni: hello.external",
         "            tls: {mode: DISABLE}",
     ));
     assert!(error.contains("plain text towards"), "{error}");
     // ISTIO_MUTUAL without sni: istiod sends the cluster name, which no server host matches.
     let error = error_of(&edited(
-        "            tls: {mode: ISTIO_MUTUAL, sni: hello.external}",
+        "            tls:\n              mode: ISTIO_MUTUAL\n              sni: hello.external",
         "            tls: {mode: ISTIO_MUTUAL}",
     ));
     assert!(
@@ -351,7 +366,7 @@ fn istio_mutual_towards_a_plain_http_server_is_refused_with_the_reason() {
 #[test]
 fn host_in_request_add_is_a_host_rewrite() {
     let policy = parse(&edited(
-        "headers: {request: {set: {host: hello-istio-v1.apps.cf.example}}}",
+        "headers:\n            request:\n              set:\n                host: hello-istio-v1.apps.cf.example",
         "headers: {request: {add: {host: hello-istio-v1.apps.cf.example, x-canary: \"1\"}}}",
     ))
     .unwrap();
@@ -367,7 +382,7 @@ fn host_in_request_add_is_a_host_rewrite() {
 fn wildcard_destination_rule_hosts_apply_most_specific_first() {
     let wildcard = "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: all-cf, namespace: istio-system}\nspec:\n  host: \"*.apps.cf.example\"\n  exportTo: [\".\"]\n  trafficPolicy:\n    tls: {mode: SIMPLE}\n    connectionPool: {tcp: {maxConnections: 7}}\n";
     // Without the per-host rules, the wildcard one applies to both routes: auto SNI and auto SAN.
-    let without_v2 = MANIFEST
+    let without_v2 = manifest()
         .split("---\n")
         .filter(|doc| !doc.contains("name: hello-istio-v2-tls"))
         .collect::<Vec<_>>()
@@ -400,18 +415,18 @@ fn wildcard_destination_rule_hosts_apply_most_specific_first() {
 fn service_entry_fields_are_honoured_or_refused() {
     let cases = [
         (
-            "  resolution: STATIC\n",
+            "  resolution: NONE\n",
             "  resolution: STATIC\n  endpoints: [{address: 192.0.2.1}]\n",
             "endpoints are not supported",
         ),
         (
-            "ports: [{number: 443, name: https, protocol: HTTPS}]",
-            "ports: [{number: 443, name: https, protocol: HTTPS, targetPort: 8443}]",
+            "      name: https\n      protocol: HTTPS\n",
+            "      name: https\n      protocol: HTTPS\n      targetPort: 8443\n",
             "targetPort 8443",
         ),
         (
-            "location: MESH_EXTERNAL\n  ports: [{number: 443",
-            "location: MESH_INTERNAL\n  ports: [{number: 443",
+            "location: MESH_EXTERNAL\n  ports:\n    - number: 443",
+            "location: MESH_INTERNAL\n  ports:\n    - number: 443",
             "location MESH_INTERNAL",
         ),
         (
@@ -439,14 +454,14 @@ fn service_entry_fields_are_honoured_or_refused() {
     }
     // addresses on the HTTP stable name: routing stays by Host.
     parse(&edited(
-        "  resolution: STATIC\n",
+        "  resolution: NONE\n",
         "  resolution: NONE\n  addresses: [198.18.0.10]\n",
     ))
     .unwrap();
     // subjectAltNames of the entry are checked when the rule names none.
     let policy = parse(
         &edited(
-            "          subjectAltNames: [hello-istio-v1.apps.cf.example]\n",
+            "          subjectAltNames:\n            - hello-istio-v1.apps.cf.example\n",
             "",
         )
         .replacen(
@@ -475,7 +490,7 @@ fn service_entry_fields_are_honoured_or_refused() {
 #[test]
 fn sni_without_subject_alt_names_checks_the_chain_only() {
     let policy = parse(&edited(
-        "          subjectAltNames: [hello-istio-v1.apps.cf.example]\n",
+        "          subjectAltNames:\n            - hello-istio-v1.apps.cf.example\n",
         "",
     ))
     .unwrap();
@@ -565,7 +580,7 @@ fn mirror_and_its_percentage() {
 #[test]
 fn connection_pool_and_outlier_detection_become_circuit_breakers_and_ejection() {
     let policy = parse(&edited(
-        "  trafficPolicy:\n    portLevelSettings:\n      - port: {number: 443}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v1.apps.cf.example\n",
+        "  trafficPolicy:\n    portLevelSettings:\n      - port:\n          number: 443\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v1.apps.cf.example\n",
         "  trafficPolicy:\n    portLevelSettings:\n      - port: {number: 443}\n        connectionPool:\n          tcp: {maxConnections: 1, connectTimeout: 250ms}\n          http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1, http2MaxRequests: 3, maxRetries: 4, idleTimeout: 30s}\n        outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}\n        tls:\n          mode: SIMPLE\n          sni: hello-istio-v1.apps.cf.example\n",
     ))
     .unwrap();
@@ -611,7 +626,7 @@ fn connection_pool_and_outlier_detection_become_circuit_breakers_and_ejection() 
 fn retries_follow_istiod() {
     let none = parse(&edited(MESH_RETRIES, "")).unwrap();
     assert_eq!(none.mesh_route().retries, Retries::istio_default());
-    let off = parse(&edited("attempts: 2,", "attempts: 0,")).unwrap();
+    let off = parse(&edited("        attempts: 2\n", "        attempts: 0\n")).unwrap();
     assert_eq!(off.mesh_route().retries, Retries::Disabled);
     // Attempts alone keep istiod's default conditions (no 503).
     let attempts_only = parse(&edited(MESH_RETRIES, "      retries: {attempts: 4}\n")).unwrap();
@@ -655,7 +670,7 @@ fn retries_follow_istiod() {
 #[test]
 fn authorization_policies_are_placed_as_istiod_places_them() {
     let deny = "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-caller, namespace: istio-system}\nspec:\n  selector: {matchLabels: {istio: egressgateway}}\n  action: DENY\n  rules: [{from: [{source: {notPrincipals: [\"cluster.local/ns/egress-demo/*\"]}}]}]\n";
-    let policy = parse(&format!("{MANIFEST}{deny}")).unwrap();
+    let policy = parse(&format!("{}{deny}", manifest())).unwrap();
     assert_eq!(policy.gateway.authorization.deny.len(), 1);
     // An ALLOW policy without rules allows nothing.
     let policy = parse(
@@ -664,7 +679,7 @@ fn authorization_policies_are_placed_as_istiod_places_them() {
     );
     assert!(policy.is_err(), "unknown fields are refused");
     let empty = "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: nothing, namespace: istio-system}\nspec:\n  selector: {matchLabels: {istio: egressgateway}}\n";
-    let without = MANIFEST
+    let without = manifest()
         .split("---\n")
         .filter(|doc| !doc.contains("kind: AuthorizationPolicy"))
         .collect::<Vec<_>>()
@@ -675,8 +690,8 @@ fn authorization_policies_are_placed_as_istiod_places_them() {
     assert_eq!(policy.gateway.authorization.allow, None);
     // A policy for the sidecars' inbound side is refused.
     let error = error_of(&edited(
-        "metadata: {name: hello-external-egress, namespace: istio-system}\nspec:\n  selector:\n    matchLabels: {istio: egressgateway}",
-        "metadata: {name: hello-external-egress, namespace: egress-demo}\nspec:\n  selector:\n    matchLabels: {app: app-that-calls-externally}",
+        "  name: hello-external-egress\n  namespace: istio-system\n  labels:\n    demo: istio-external-services\nspec:\n  selector:\n    matchLabels:\n      istio: egressgateway",
+        "  name: hello-external-egress\n  namespace: egress-demo\n  labels:\n    demo: istio-external-services\nspec:\n  selector:\n    matchLabels:\n      app: app-that-calls-externally",
     ));
     assert!(error.contains("inbound side"), "{error}");
 }
@@ -700,8 +715,8 @@ fn unsupported_constructs_are_errors_not_defaults() {
         ),
         (
             edited(
-                "retryOn: \"connect-failure",
-                "retryOn: \"sometimes,connect-failure",
+                "retryOn: connect-failure",
+                "retryOn: sometimes,connect-failure",
             ),
             "\"sometimes\"",
         ),
@@ -715,7 +730,10 @@ fn unsupported_constructs_are_errors_not_defaults() {
         ),
         (edited("timeout: 3s", "timeout: 3"), "needs a unit"),
         (
-            edited("percentage: {value: 20}", "percentage: {value: 120}"),
+            edited(
+                "percentage:\n            value: 20",
+                "percentage:\n            value: 120",
+            ),
             "within 0..=100",
         ),
         (
@@ -731,22 +749,22 @@ fn unsupported_constructs_are_errors_not_defaults() {
         ),
         (
             edited(
-                "destination: {host: hello-istio-v2.apps.cf.example, port: {number: 443}}",
-                "destination: {host: hello-istio-v3.apps.cf.example, port: {number: 443}}",
+                "destination:\n            host: hello-istio-v2.apps.cf.example",
+                "destination:\n            host: hello-istio-v3.apps.cf.example",
             ),
             "hello-istio-v3.apps.cf.example, which no ServiceEntry visible in istio-system",
         ),
         (
             edited(
-                "    - port: {number: 80, name: https, protocol: HTTPS}",
-                "    - port: {number: 443, name: https, protocol: HTTPS}",
+                "    - port:\n        number: 80\n        name: https-hello-external",
+                "    - port:\n        number: 443\n        name: https-hello-external",
             ),
             "its servers listen on 443",
         ),
         (
             edited(
-                "metadata: {name: hello-cf, namespace: istio-system}",
-                "metadata: {name: hello-cf}",
+                "  name: hello-cf\n  namespace: istio-system\n",
+                "  name: hello-cf\n",
             ),
             "metadata.namespace is required",
         ),
@@ -767,8 +785,8 @@ fn unsupported_constructs_are_errors_not_defaults() {
 #[test]
 fn a_third_cloud_foundry_host_has_no_hello_version() {
     let error = error_of(&edited(
-        "hello-istio-v2.apps.cf.example]\n  exportTo",
-        "hello-istio-v2.apps.cf.example, hello-istio.apps.cf.example]\n  exportTo",
+        "    - hello-istio-v2.apps.cf.example\n  exportTo",
+        "    - hello-istio-v2.apps.cf.example\n    - hello-istio.apps.cf.example\n  exportTo",
     ));
     assert!(
         error.contains("cannot tell which hello version serves hello-istio.apps.cf.example"),
@@ -778,12 +796,12 @@ fn a_third_cloud_foundry_host_has_no_hello_version() {
 
 #[test]
 fn broken_yaml_names_the_document() {
-    let error = error_of(&format!("{MANIFEST}\n---\nkind: [unclosed\n"));
+    let error = error_of(&format!("{}\n---\nkind: [unclosed\n", manifest()));
     assert!(
         error.starts_with("istio.yml: document 10 is not valid YAML"),
         "{error}"
     );
-    assert!(error.contains("line 129"), "{error}");
+    assert!(error.contains("line 216"), "{error}");
 }
 
 #[test]
@@ -799,8 +817,14 @@ fn version_of_a_hostname() {
 
 #[test]
 fn gateway_servers_get_a_listener_each_and_share_no_port() {
-    let mirroring = include_str!("../../tests/fixtures/mirroring-istio.yml");
-    let policy = parse(mirroring).unwrap();
+    // k8s/istio.yml with k8s/patterns/mirroring.yml applied over it, as `apply` merges them.
+    let merged = |pattern: &str| {
+        let base = Manifest::parse(Path::new("istio.yml"), REPO_MANIFEST).unwrap();
+        let mut store = crate::store::ResourceStore::new(base);
+        store.apply(Manifest::parse(Path::new("mirroring.yml"), pattern)?);
+        Policy::from_manifest(Path::new("mirroring.yml"), store.manifest())
+    };
+    let policy = merged(MIRRORING).unwrap();
     let ports: Vec<u16> = policy.gateway.servers.iter().map(|s| s.port).collect();
     assert_eq!(ports, [80, 443]);
     assert_eq!(policy.gateway_server().port, 80, "the mesh route's port");
@@ -819,10 +843,12 @@ fn gateway_servers_get_a_listener_each_and_share_no_port() {
             .iter()
             .all(|r| r.name != "copies-to-v2")
     );
-    let error = error_of(&mirroring.replacen(
-        "    - port: {number: 443, name: https-copies, protocol: HTTPS}",
-        "    - port: {number: 80, name: https-copies, protocol: HTTPS}",
+    let same_port = MIRRORING.replacen(
+        "        number: 443\n        name: https-hello-external-copies",
+        "        number: 80\n        name: https-hello-external-copies",
         1,
-    ));
+    );
+    assert_ne!(same_port, MIRRORING);
+    let error = merged(&same_port).unwrap_err().to_string();
     assert!(error.contains("port 80 is already served"), "{error}");
 }

