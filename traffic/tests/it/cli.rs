@@ -1,11 +1,9 @@
 //! The real binary: exit codes, COUNT, signals, and stdout flushed line by line.
 
-mod support;
-
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use support::{field, respond, scripted};
+use crate::support::{field, respond, scripted};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 

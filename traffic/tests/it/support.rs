@@ -1,5 +1,5 @@
-//! Scripted loopback upstreams and run helpers shared by the caller's tests.
-#![allow(dead_code)] // each test file uses its own subset
+//! The caller's own test pieces: an HTTP upstream recording what it was asked, and run
+//! helpers. The generic ones (dead ports, raw TCP upstreams) come from `demo_testkit`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::response::Response;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use traffic::{CallLimit, Caller, Config, Report, SummaryEvery};
 
@@ -48,7 +48,7 @@ where
     F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (listener, _) = demo_testkit::listener().await;
     scripted_on(listener, script)
 }
 
@@ -86,28 +86,6 @@ pub fn respond(status: u16, body: impl Into<axum::body::Body>) -> Response {
         .header("content-type", "text/plain")
         .body(body.into())
         .unwrap()
-}
-
-/// A loopback port with nothing listening: connections are refused.
-pub fn refused_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-/// A raw TCP upstream: `handle` gets every accepted connection.
-pub async fn raw<F, Fut>(handle: F) -> SocketAddr
-where
-    F: Fn(TcpStream) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(handle(stream));
-        }
-    });
-    addr
 }
 
 /// A configuration for tests: every field set here, none from the environment.

@@ -1,10 +1,8 @@
 //! The fixed-rate schedule, measured where it matters: when requests reach the upstream.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{config, fields, respond, run_lines, scripted};
+use crate::support::{config, fields, respond, run_lines, scripted};
 use tokio::time::Instant;
 use traffic::CallLimit;
 

@@ -1,15 +1,13 @@
 //! What each call prints: `<date -Is timestamp>\t<body or error>`, for every status and every
 //! way a call can fail.
 
-mod support;
-
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::support::{config, field, fields, respond, run_lines, scripted};
+use demo_testkit::{Refused, ScriptedUpstream, Silent};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use support::{config, field, fields, raw, refused_addr, respond, run_lines, scripted};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use traffic::Caller;
 
 const V1: &str = "Hello K8s, from CF v1 service!";
@@ -114,7 +112,8 @@ async fn redirects_are_followed_like_curl_l() {
 
 #[tokio::test]
 async fn a_refused_connection_prints_an_error_and_the_caller_keeps_going() {
-    let config = config(&format!("http://{}/", refused_addr()));
+    let refused = Refused::new();
+    let config = config(&format!("http://{}/", refused.addr()));
     let (report, lines) = run_lines(&config).await;
     assert_eq!(report.calls, 3);
     assert_eq!(fields(&lines), ["error: connection refused"; 3]);
@@ -122,15 +121,17 @@ async fn a_refused_connection_prints_an_error_and_the_caller_keeps_going() {
 
 #[tokio::test]
 async fn the_caller_recovers_when_the_upstream_comes_up() {
-    let addr = refused_addr();
-    let mut config = config(&format!("http://{addr}/"));
+    let refused = Refused::new();
+    let mut config = config(&format!("http://{}/", refused.addr()));
     config.interval = Duration::from_millis(100);
     config.count = traffic::CallLimit::Calls(10);
-    // The upstream is down for the first 350ms of the run, then comes up on the same port.
+    // The upstream is down for the first 350ms of the run, then comes up on the same port
+    // (held all along, so nothing else can take it in between).
     let come_up = async {
         tokio::time::sleep(Duration::from_millis(350)).await;
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        support::scripted_on(listener, |_| async { respond(200, format!("{V1}\n")) })
+        crate::support::scripted_on(refused.listen(), |_| async {
+            respond(200, format!("{V1}\n"))
+        })
     };
     let ((report, lines), _upstream) = tokio::join!(run_lines(&config), come_up);
     assert_eq!(report.calls, 10);
@@ -149,8 +150,8 @@ async fn the_caller_recovers_when_the_upstream_comes_up() {
 #[tokio::test]
 async fn an_upstream_that_never_answers_times_out_on_every_call() {
     // Accepted by the kernel, never read or answered.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = config(&format!("http://{}/", silent.local_addr().unwrap()));
+    let silent = Silent::new();
+    let mut config = config(&format!("http://{}/", silent.addr()));
     config.interval = Duration::from_millis(100);
     config.timeout = Duration::from_millis(300);
     config.count = traffic::CallLimit::Calls(4);
@@ -169,14 +170,12 @@ async fn an_upstream_that_never_answers_times_out_on_every_call() {
 
 #[tokio::test]
 async fn a_reset_connection_is_named() {
-    let addr = raw(|mut stream| async move {
-        let mut request = [0u8; 1024];
-        let _ = stream.read(&mut request).await;
-        stream.set_zero_linger().unwrap();
-        drop(stream); // RST instead of FIN
+    let upstream = ScriptedUpstream::start(|mut connection| async move {
+        connection.read_head().await;
+        connection.reset(); // RST instead of FIN
     })
     .await;
-    let mut config = config(&format!("http://{addr}/"));
+    let mut config = config(&upstream.url("/"));
     config.count = traffic::CallLimit::Calls(2);
     let (_, lines) = run_lines(&config).await;
     assert_eq!(fields(&lines), ["error: connection reset"; 2]);
@@ -184,17 +183,14 @@ async fn a_reset_connection_is_named() {
 
 #[tokio::test]
 async fn a_connection_closed_mid_response_is_named() {
-    let addr = raw(|mut stream| async move {
-        let mut request = [0u8; 1024];
-        let _ = stream.read(&mut request).await;
+    let upstream = ScriptedUpstream::start(|mut connection| async move {
+        connection.read_head().await;
         // Promises 100 bytes, sends 5, closes.
-        let _ = stream
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nHello")
-            .await;
-        let _ = stream.shutdown().await;
+        connection.answer_partly(200, 100, b"Hello").await;
+        connection.close().await;
     })
     .await;
-    let mut config = config(&format!("http://{addr}/"));
+    let mut config = config(&upstream.url("/"));
     config.count = traffic::CallLimit::Calls(1);
     let (_, lines) = run_lines(&config).await;
     assert_eq!(
@@ -205,13 +201,12 @@ async fn a_connection_closed_mid_response_is_named() {
 
 #[tokio::test]
 async fn a_garbage_answer_is_named() {
-    let addr = raw(|mut stream| async move {
-        let mut request = [0u8; 1024];
-        let _ = stream.read(&mut request).await;
-        let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
+    let upstream = ScriptedUpstream::start(|mut connection| async move {
+        connection.read_head().await;
+        connection.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
     })
     .await;
-    let mut config = config(&format!("http://{addr}/"));
+    let mut config = config(&upstream.url("/"));
     config.count = traffic::CallLimit::Calls(1);
     let (_, lines) = run_lines(&config).await;
     assert_eq!(fields(&lines), ["error: invalid HTTP response"]);
@@ -243,21 +238,22 @@ async fn names_are_resolved_and_unresolvable_ones_are_named() {
     let mut config = config(&format!("http://hello.test:{}/", upstream.addr.port()));
     config.count = traffic::CallLimit::Calls(1);
     let caller = Caller::with_resolver(&config, names()).unwrap();
-    let (_, lines) = support::run_lines_with(&config, caller, std::future::pending()).await;
+    let (_, lines) = crate::support::run_lines_with(&config, caller, std::future::pending()).await;
     assert_eq!(fields(&lines), [V1]);
     // The upstream sees the name called, as the mesh routes by it.
     let host = upstream.arrivals()[0].host.clone();
     assert_eq!(host, Some(format!("hello.test:{}", upstream.addr.port())));
 
     let mut config = config.clone();
-    config.url = "http://hello.external/".parse().unwrap();
+    config.url = "http://hello.invalid/".parse().unwrap();
     config.count = traffic::CallLimit::Calls(2);
     let caller = Caller::with_resolver(&config, names()).unwrap();
-    let (report, lines) = support::run_lines_with(&config, caller, std::future::pending()).await;
+    let (report, lines) =
+        crate::support::run_lines_with(&config, caller, std::future::pending()).await;
     assert_eq!(report.calls, 2);
     assert_eq!(
         fields(&lines),
-        ["error: dns: hello.external not resolved"; 2]
+        ["error: dns: hello.invalid not resolved"; 2]
     );
 }
 
@@ -288,7 +284,7 @@ async fn an_untrusted_https_certificate_is_a_tls_error() {
         IpAddr::V4(Ipv4Addr::LOCALHOST),
     )]));
     let caller = Caller::with_resolver(&config, names).unwrap();
-    let (_, lines) = support::run_lines_with(&config, caller, std::future::pending()).await;
+    let (_, lines) = crate::support::run_lines_with(&config, caller, std::future::pending()).await;
     let fields = fields(&lines);
     assert_eq!(fields.len(), 1);
     // Verification is on: a certificate no trusted CA signed is refused, and said so.

@@ -1,12 +1,10 @@
 //! Whatever the upstream sends, the caller keeps at most MAX_BODY bytes and moves on.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{config, field, fields, respond, run_lines, scripted};
 use axum::body::{Body, Bytes};
 use futures_util::stream;
-use support::{config, field, fields, respond, run_lines, scripted};
 use traffic::CallLimit;
 use traffic::body::TRUNCATED_MARKER;
 

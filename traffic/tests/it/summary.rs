@@ -1,10 +1,8 @@
 //! `#` summary lines: exact counts and shares per body and per error kind.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{config, fields, respond, run_lines, scripted};
+use crate::support::{config, fields, respond, run_lines, scripted};
 use traffic::{CallLimit, SummaryEvery};
 
 const V1: &str = "Hello K8s, from CF v1 service!";
@@ -59,8 +57,8 @@ async fn the_final_summary_counts_error_kinds_too() {
         &format!("# total 3 calls: 67% (2) {V2} | 33% (1) {V1}")
     );
 
-    let refused = format!("http://{}/", support::refused_addr());
-    config.url = refused.parse().unwrap();
+    let refused = demo_testkit::Refused::new();
+    config.url = format!("http://{}/", refused.addr()).parse().unwrap();
     config.count = CallLimit::Calls(4);
     let (_, lines) = run_lines(&config).await;
     assert_eq!(
