@@ -164,6 +164,11 @@ impl ChildProcess {
         assert_eq!(result, 0, "kill({}, {signal}) failed", self.pid);
     }
 
+    /// Sends SIGTERM to the process (as Kubernetes and Diego stop a program).
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
     /// Sends `signal` to its whole process group.
     pub fn signal_group(&self, signal: i32) {
         // SAFETY: killpg(2) on the group this child leads (spawned with process_group(0)).

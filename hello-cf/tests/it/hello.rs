@@ -1,12 +1,15 @@
 //! hello-cf over real loopback sockets: the greeting byte for byte, health, 404, HTTPS, the
 //! binary's configuration errors and its shutdown.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
+use demo_testkit::process::Stdout;
+use demo_testkit::raw_http::{self, RawConnection};
+use demo_testkit::tls::Issued;
+use demo_testkit::{ChildProcess, direct_client, direct_client_builder};
 use hello_cf::{Config, HelloServer, HelloVersion};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hello-cf");
@@ -26,14 +29,10 @@ async fn start(config: Config) -> SocketAddr {
 }
 
 /// Sends one raw HTTP/1.1 request and returns the whole raw response (the server closes).
-fn raw_request(address: SocketAddr, request: &str) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read response");
+async fn raw_request(address: SocketAddr, request: &str) -> String {
+    let response = raw_http::exchange_bytes(address, request.as_bytes(), Duration::from_secs(10))
+        .await
+        .expect("a response");
     String::from_utf8(response).expect("utf-8 response")
 }
 
@@ -53,14 +52,11 @@ async fn greets_byte_for_byte_for_each_version() {
         assert_eq!(version.greeting(), expected);
         assert_eq!(expected.len(), 31);
         let address = start(config(&["--hello-version", flag])).await;
-        let response = tokio::task::spawn_blocking(move || {
-            raw_request(
-                address,
-                "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
-            )
-        })
-        .await
-        .unwrap();
+        let response = raw_request(
+            address,
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
         let lower = response.to_ascii_lowercase();
         assert!(
@@ -75,14 +71,11 @@ async fn greets_byte_for_byte_for_each_version() {
 #[tokio::test]
 async fn head_answers_headers_without_body() {
     let address = start(config(&[])).await;
-    let response = tokio::task::spawn_blocking(move || {
-        raw_request(
-            address,
-            "HEAD / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
-        )
-    })
-    .await
-    .unwrap();
+    let response = raw_request(
+        address,
+        "HEAD / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(
         response
@@ -94,9 +87,8 @@ async fn head_answers_headers_without_body() {
 
 #[tokio::test]
 async fn other_paths_are_404_and_health_is_served() {
-    demo_common::tls::install_crypto_provider();
     let address = start(config(&[])).await;
-    let client = reqwest::Client::new();
+    let client = direct_client();
     let get = |path: &str| client.get(format!("http://{address}{path}")).send();
     for path in ["/nope", "/index.html", "/v1"] {
         let response = get(path).await.unwrap();
@@ -111,13 +103,12 @@ async fn other_paths_are_404_and_health_is_served() {
 
 #[tokio::test]
 async fn serves_https_with_a_given_certificate() {
-    demo_common::tls::install_crypto_provider();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let certified = Issued::self_signed(&["localhost"]);
     let dir = tempfile::tempdir().unwrap();
     let cert_path = dir.path().join("cert.pem");
     let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
-    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&cert_path, &certified.cert_pem).unwrap();
+    std::fs::write(&key_path, &certified.key_pem).unwrap();
     let address = start(config(&[
         "--hello-version",
         "v2",
@@ -128,8 +119,8 @@ async fn serves_https_with_a_given_certificate() {
     ]))
     .await;
 
-    let trusted = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
-    let client = reqwest::Client::builder()
+    let trusted = reqwest::Certificate::from_pem(certified.cert_pem.as_bytes()).unwrap();
+    let client = direct_client_builder()
         .tls_certs_only([trusted])
         .resolve("localhost", address)
         .build()
@@ -143,7 +134,7 @@ async fn serves_https_with_a_given_certificate() {
     );
 
     // Plain HTTP to the TLS port is not answered as if it were HTTPS.
-    let plain = reqwest::Client::new()
+    let plain = direct_client()
         .get(format!("http://{address}/"))
         .send()
         .await;
@@ -223,56 +214,29 @@ fn help_lists_every_option_with_its_env_var() {
     }
 }
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The address from the binary's "hello-cf listening" log line (text format), read from its
-/// stderr within `deadline`; stderr is drained in the background afterwards.
-fn listening_address(child: &mut Child, deadline: Duration) -> SocketAddr {
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("hello-cf listening") {
-                let field = line
-                    .split_whitespace()
-                    .find_map(|word| word.strip_prefix("address="))
-                    .map(str::to_owned);
-                let _ = found.send(field);
-            }
-        }
-    });
-    address
-        .recv_timeout(deadline)
-        .expect("hello-cf did not log its listening line")
-        .expect("the listening line names the address")
-        .parse()
-        .expect("a socket address")
-}
-
-#[test]
-fn binary_serves_where_the_environment_says_and_drains_on_sigterm() {
+#[tokio::test]
+async fn binary_serves_where_the_environment_says_and_drains_on_sigterm() {
     // Port 0 from the environment: the OS picks a free one and the log line names it, so no
     // other test can take the port between choosing and binding it.
-    let child = Command::new(BIN)
+    let mut command = tokio::process::Command::new(BIN);
+    command
         .env_clear()
         .env("PORT", "0")
         .env("BIND_ADDRESS", "127.0.0.1")
         .env("HELLO_VERSION", "v2")
-        .env("DRAIN_TIMEOUT", "5s")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Running(child);
-    let address = listening_address(&mut child.0, Duration::from_secs(20));
+        .env("DRAIN_TIMEOUT", "5s");
+    let mut child = ChildProcess::spawn("hello-cf", command, Stdout::Null);
+    let address: SocketAddr = child
+        .wait_for_line("its listening line", Duration::from_secs(20), |line| {
+            if !line.contains("hello-cf listening") {
+                return None;
+            }
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix("address="))?
+                .parse()
+                .ok()
+        })
+        .await;
     assert!(
         address.ip().is_loopback(),
         "BIND_ADDRESS honoured: {address}"
@@ -281,35 +245,30 @@ fn binary_serves_where_the_environment_says_and_drains_on_sigterm() {
     let response = raw_request(
         address,
         "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
-    );
+    )
+    .await;
     assert_eq!(body_of(&response), "Hello K8s, from CF v2 service!\n");
 
     // An idle keep-alive connection must not hold the process past SIGTERM.
-    let mut idle = TcpStream::connect(address).unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+    let mut idle = RawConnection::connect(address, Duration::from_secs(10))
+        .await
         .unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(10)))
+    idle.write(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
         .unwrap();
-    let mut first = [0u8; 12];
-    idle.read_exact(&mut first).unwrap();
-    assert_eq!(&first, b"HTTP/1.1 200");
+    let health = idle.read_response(false).await.unwrap();
+    assert_eq!(health.status_line, "HTTP/1.1 200 OK");
 
     let signalled = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = loop {
-        if let Some(exit) = child.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(10),
-            "hello-cf did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(exit.code(), Some(0));
-    assert!(TcpStream::connect(address).is_err(), "still accepting");
+    child.terminate();
+    let exit = child.wait_exit(Duration::from_secs(10)).await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "hello-cf did not exit after SIGTERM"
+    );
+    assert_eq!(exit.code(), Some(0), "{}", child.log());
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "still accepting"
+    );
 }

@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
@@ -18,6 +18,10 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use demo_testkit::ChildProcess;
+use demo_testkit::memory::Memory;
+use demo_testkit::process::Stdout;
+use demo_testkit::raw_http::{self, RawResponse};
 use serde::Deserialize;
 
 const VERSIONS: [&str; 2] = ["v1", "v2"];
@@ -436,96 +440,83 @@ fn build_script_puts_a_static_x86_64_executable_in_the_pushed_folder() {
 
 /// hello-cf started as Diego starts an app instance: `bash -c <command>` in the pushed folder
 /// with `PORT`, the instance variables and the manifest's env, and nothing else inherited.
+/// `PORT=0` stands in for the port Diego assigns: the OS picks it and the app's "listening"
+/// line names it, so no other test can take it between choosing and binding.
 struct Instance {
-    child: Child,
+    child: ChildProcess,
     port: u16,
-    log_path: PathBuf,
 }
 
 impl Instance {
-    /// Starts the app and waits for its health check to pass. A port taken between choosing it
-    /// and the app binding it makes the app exit; then it starts again on another port.
-    fn start(application: &Application) -> Instance {
-        let mut failures = Vec::new();
-        for attempt in 1..=3 {
-            let port = free_port();
-            let log_path = scratch_file(&format!("{}-{attempt}.log", application.name));
-            let child = spawn_like_diego(application, port, &log_path);
-            let mut instance = Instance {
-                child,
-                port,
-                log_path,
-            };
-            match instance.wait_until_healthy(&application.health_check_http_endpoint) {
-                Ok(()) => return instance,
-                Err(failure) => {
-                    failures.push(format!("attempt {attempt} on port {port}: {failure}"))
+    /// Starts the app, reads its port from its log, and waits for its health check to pass.
+    async fn start(application: &Application) -> Instance {
+        let mut child =
+            ChildProcess::spawn(&application.name, diego_command(application), Stdout::Log);
+        let address: SocketAddr = child
+            .wait_for_line("its listening address", START_DEADLINE, |line| {
+                if !line.contains("hello-cf listening") {
+                    return None;
                 }
-            }
-        }
-        panic!(
-            "{} never passed its health check:\n{}",
-            application.name,
-            failures.join("\n")
-        );
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix("address="))?
+                    .parse()
+                    .ok()
+            })
+            .await;
+        let mut instance = Instance {
+            child,
+            port: address.port(),
+        };
+        instance
+            .wait_until_healthy(&application.health_check_http_endpoint)
+            .await;
+        instance
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.child.log()
     }
 
     /// Polls the health endpoint as Diego's http health check does: healthy on a 200.
-    fn wait_until_healthy(&mut self, endpoint: &str) -> Result<(), String> {
+    async fn wait_until_healthy(&mut self, endpoint: &str) {
         let started = Instant::now();
         let mut last_error = String::from("no attempt");
         while started.elapsed() < START_DEADLINE {
-            if let Some(status) = self.child.try_wait().map_err(|error| error.to_string())? {
-                return Err(format!("exited with {status}; its log:\n{}", self.log()));
+            if let Some(status) = self.child.try_exit() {
+                panic!("exited with {status}; its log:\n{}", self.log());
             }
-            match http_request(self.port, "GET", endpoint, &[]) {
-                Ok(response) if response.status == 200 => return Ok(()),
+            match http_get(self.port, endpoint, &[]).await {
+                Ok(response) if response.status == 200 => return,
                 Ok(response) => last_error = format!("{endpoint} answered {}", response.status),
                 Err(error) => last_error = error.to_string(),
             }
-            thread::sleep(POLL_INTERVAL);
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
-        Err(format!(
+        panic!(
             "not healthy within {START_DEADLINE:?} ({last_error}); its log:\n{}",
             self.log()
-        ))
+        );
     }
 
     /// Sends SIGTERM, as Diego does to stop an instance, and waits for the exit.
-    fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
-        signal_process(self.pid(), "TERM");
-        wait_with_deadline(&mut self.child, deadline)
+    async fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        self.child.terminate();
+        self.child.wait_exit_within(deadline).await
     }
 }
 
-impl Drop for Instance {
-    /// Kills the whole process group, so a command that does not exec leaves no orphan.
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .args(["-c", r#"kill -KILL -- "-$1" 2>/dev/null"#, "kill"])
-            .arg(self.pid().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_like_diego(application: &Application, port: u16, log_path: &Path) -> Child {
-    let log = fs::File::create(log_path).expect("instance log");
-    let log_for_stderr = log.try_clone().expect("instance log");
+fn diego_command(application: &Application) -> tokio::process::Command {
     let pushed_dir = application.pushed_dir();
     let vcap_application = format!(
         r#"{{"application_name":"{}","instance_index":0,"uris":["{}.apps.cf.example"]}}"#,
         application.name, application.name
     );
-    Command::new("bash")
+    let mut command = tokio::process::Command::new("bash");
+    command
         .arg("-c")
         .arg(&application.command)
         .current_dir(&pushed_dir)
@@ -533,25 +524,11 @@ fn spawn_like_diego(application: &Application, port: u16, log_path: &Path) -> Ch
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("HOME", &pushed_dir)
         .env("LANG", "en_US.UTF-8")
-        .env("PORT", port.to_string())
+        .env("PORT", "0")
         .env("CF_INSTANCE_INDEX", "0")
         .env("VCAP_APPLICATION", vcap_application)
-        .envs(&application.env)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_for_stderr)
-        // Its own process group, as in a container: cleanup reaches everything it started.
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot start {}: {error}", application.command))
-}
-
-/// A port the OS just handed out on loopback; the app binds it on every interface.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("an ephemeral port")
-        .port()
+        .envs(&application.env);
+    command
 }
 
 fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
@@ -565,21 +542,20 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatu
     }
 }
 
-fn signal_process(pid: u32, signal: &str) {
-    run_kill(&format!("-{signal}"), &pid.to_string());
-}
-
 fn signal_process_group(leader: u32, signal: &str) {
-    run_kill(&format!("-{signal}"), &format!("-{leader}"));
-}
-
-/// bash's builtin `kill`, so no extra tool or crate is needed.
-fn run_kill(signal: &str, target: &str) {
+    // bash's builtin `kill`, so no extra tool or crate is needed.
+    let target = format!("-{leader}");
     let status = Command::new("bash")
-        .args(["-c", r#"kill "$1" -- "$2""#, "kill", signal, target])
+        .args([
+            "-c",
+            r#"kill "$1" -- "$2""#,
+            "kill",
+            &format!("-{signal}"),
+            &target,
+        ])
         .status()
         .expect("bash kill");
-    assert!(status.success(), "kill {signal} {target} failed");
+    assert!(status.success(), "kill -{signal} {target} failed");
 }
 
 /// Whether something listens on `port` on every IPv4 address or every address: the router
@@ -602,87 +578,29 @@ fn listens_on_all_interfaces(port: u16) -> bool {
 
 /// Resident memory of a process, which the container's memory limit bounds.
 fn resident_bytes(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().strip_suffix("kB"))
-        .and_then(|value| value.trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    kib * 1024
+    Memory::of(pid).expect("process status").rss_kib * 1024
 }
 
-// ---------------------------------------------------------------------------------------------
-// A minimal HTTP/1.1 client: the test compares the bytes on the wire, nothing in between.
-
-struct HttpResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl HttpResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
-}
-
-fn http_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> io::Result<HttpResponse> {
-    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&address, IO_TIMEOUT)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut request = format!("{method} {path} HTTP/1.1\r\n");
-    if !headers
+/// GET `path` on `127.0.0.1:<port>` with `headers` (Host defaults to the address), as raw
+/// bytes on the wire: the test compares what the app sent, nothing in between.
+async fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> io::Result<RawResponse> {
+    let default_host = format!("127.0.0.1:{port}");
+    let host = headers
         .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
-    {
-        request.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
-    }
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_response(&raw).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("malformed response: {:?}", String::from_utf8_lossy(&raw)),
-        )
-    })
-}
-
-fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
-    let head_end = raw.windows(4).position(|window| window == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..head_end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()?
-        .strip_prefix("HTTP/1.1 ")?
-        .get(..3)?
-        .parse()
-        .ok()?;
-    let headers = lines
-        .map(|line| {
-            let (name, value) = line.split_once(':')?;
-            Some((name.to_owned(), value.trim().to_owned()))
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(HttpResponse {
-        status,
-        headers,
-        body: raw[head_end + 4..].to_vec(),
-    })
+        .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+        .map_or(default_host.as_str(), |(_, value)| *value);
+    let others: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
+        .copied()
+        .collect();
+    let request = raw_http::get_request(path, host, &others);
+    raw_http::exchange(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        &request,
+        IO_TIMEOUT,
+    )
+    .await
 }
 
 /// What the gorouter adds to a request before it reaches the app: the client's address, the
@@ -704,14 +622,17 @@ fn gorouter_headers(route: &str) -> Vec<(&str, &str)> {
     ]
 }
 
-fn started_as_cloud_foundry_starts_it_answers_byte_exact(version: &str) {
-    built_binary();
+async fn started_as_cloud_foundry_starts_it_answers_byte_exact(version: &str) {
+    tokio::task::spawn_blocking(built_binary)
+        .await
+        .expect("the build");
     let application = manifest_for(version);
-    let mut instance = Instance::start(&application);
+    let mut instance = Instance::start(&application).await;
     let port = instance.port;
 
     // Diego's http health check, on the manifest's endpoint.
-    let health = http_request(port, "GET", &application.health_check_http_endpoint, &[])
+    let health = http_get(port, &application.health_check_http_endpoint, &[])
+        .await
         .expect("health check");
     assert_eq!(
         health.status, 200,
@@ -720,7 +641,9 @@ fn started_as_cloud_foundry_starts_it_answers_byte_exact(version: &str) {
     );
 
     let route = format!("{}.apps.cf.example", application.name);
-    let response = http_request(port, "GET", "/", &gorouter_headers(&route)).expect("GET /");
+    let response = http_get(port, "/", &gorouter_headers(&route))
+        .await
+        .expect("GET /");
     let greeting = format!("Hello K8s, from CF {version} service!\n");
     assert_eq!(response.status, 200);
     assert_eq!(
@@ -765,7 +688,7 @@ fn started_as_cloud_foundry_starts_it_answers_byte_exact(version: &str) {
         .write_all(b"GET / HTTP/1.1\r\nHost: stuck.example\r\n")
         .expect("half a request");
     let stopping = Instant::now();
-    let status = instance.terminate(DIEGO_GRACE_PERIOD);
+    let status = instance.terminate(DIEGO_GRACE_PERIOD).await;
     let stop_time = stopping.elapsed();
     let log = instance.log();
     let status = status.unwrap_or_else(|| {
@@ -786,12 +709,12 @@ fn started_as_cloud_foundry_starts_it_answers_byte_exact(version: &str) {
     );
 }
 
-#[test]
-fn v1_started_as_cloud_foundry_starts_it_answers_byte_exact_and_stops_on_sigterm() {
-    started_as_cloud_foundry_starts_it_answers_byte_exact("v1");
+#[tokio::test]
+async fn v1_started_as_cloud_foundry_starts_it_answers_byte_exact_and_stops_on_sigterm() {
+    started_as_cloud_foundry_starts_it_answers_byte_exact("v1").await;
 }
 
-#[test]
-fn v2_started_as_cloud_foundry_starts_it_answers_byte_exact_and_stops_on_sigterm() {
-    started_as_cloud_foundry_starts_it_answers_byte_exact("v2");
+#[tokio::test]
+async fn v2_started_as_cloud_foundry_starts_it_answers_byte_exact_and_stops_on_sigterm() {
+    started_as_cloud_foundry_starts_it_answers_byte_exact("v2").await;
 }
