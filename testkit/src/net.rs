@@ -71,6 +71,13 @@ impl Refused {
     }
 }
 
+impl std::fmt::Display for Refused {
+    /// The address, as `127.0.0.1:<port>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
 impl Default for Refused {
     fn default() -> Self {
         Self::new()
@@ -104,6 +111,13 @@ impl Silent {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+impl std::fmt::Display for Silent {
+    /// The address, as `127.0.0.1:<port>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
     }
 }
 

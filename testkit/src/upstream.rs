@@ -67,6 +67,13 @@ impl ScriptedUpstream {
     }
 }
 
+impl std::fmt::Display for ScriptedUpstream {
+    /// The address, as `127.0.0.1:<port>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
 impl Drop for ScriptedUpstream {
     fn drop(&mut self) {
         self.accepting.abort();
@@ -157,6 +164,26 @@ impl Connection {
         let mut sink = [0u8; 4096];
         while matches!(self.stream.read(&mut sink).await, Ok(read) if read > 0) {}
     }
+}
+
+/// Reads one byte at a time up to the end of an HTTP head (so nothing after it is taken from
+/// the stream); None if the peer closed first. For code that holds a bare stream.
+pub async fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Writes `bytes` to `stream`, ignoring a peer that has gone.
+pub async fn write(stream: &mut TcpStream, bytes: &[u8]) {
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.flush().await;
 }
 
 /// The reason phrase of the statuses tests use (any other gets `Status`).

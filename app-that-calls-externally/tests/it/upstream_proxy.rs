@@ -2,15 +2,13 @@
 //! plain HTTP goes in absolute form with Host = the upstream's name, which the proxy never
 //! resolves; an https upstream goes through a CONNECT tunnel.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::support::*;
 use app_that_calls_externally::UpstreamProxy;
 use http::StatusCode;
-use support::*;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 fn via(upstream: &str, proxy: String) -> app_that_calls_externally::Config {
     let mut config = config(upstream);
@@ -20,10 +18,10 @@ fn via(upstream: &str, proxy: String) -> app_that_calls_externally::Config {
 
 #[tokio::test]
 async fn plain_http_goes_through_the_proxy_in_absolute_form() {
-    // `hello.external` does not resolve: only the proxy ever sees the name.
+    // `hello.invalid` never resolves: only the proxy ever sees the name.
     let sidecar = Upstream::recording(|_| answer(200, "text/plain", "via the sidecar")).await;
     let proxy = start(&via(
-        "http://hello.external/",
+        "http://hello.invalid/",
         format!("http://{}", sidecar.addr),
     ))
     .await;
@@ -34,8 +32,8 @@ async fn plain_http_goes_through_the_proxy_in_absolute_form() {
     }
     let seen = sidecar.seen();
     assert_eq!(seen.len(), 3);
-    assert_eq!(seen[0].target, "http://hello.external/hello?who=k8s");
-    assert_eq!(seen[0].headers["host"], "hello.external");
+    assert_eq!(seen[0].target, "http://hello.invalid/hello?who=k8s");
+    assert_eq!(seen[0].headers["host"], "hello.invalid");
     assert!(!seen[0].headers.contains_key("proxy-authorization"));
     assert_eq!(
         sidecar.connections(),
@@ -48,7 +46,7 @@ async fn plain_http_goes_through_the_proxy_in_absolute_form() {
 async fn proxy_credentials_from_the_url_replace_the_callers() {
     let sidecar = Upstream::recording(|_| answer(200, "text/plain", "ok")).await;
     let proxy_url = format!("http://demo:s3cret@{}", sidecar.addr);
-    let proxy = start(&via("http://hello.external/", proxy_url)).await;
+    let proxy = start(&via("http://hello.invalid/", proxy_url)).await;
 
     let request = request("GET", "/")
         .header("proxy-authorization", "Basic Y2FsbGVyOm93bg==")
@@ -65,15 +63,15 @@ async fn proxy_credentials_from_the_url_replace_the_callers() {
 
 #[tokio::test]
 async fn dead_proxy_gives_502_naming_the_proxy() {
-    let dead = dead_address().await;
-    let proxy = start(&via("http://hello.external/", format!("http://{dead}"))).await;
+    let dead = Refused::new();
+    let proxy = start(&via("http://hello.invalid/", format!("http://{dead}"))).await;
 
     let (status, _, body) = get(proxy.proxy, "/").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(
         text(&body),
         format!(
-            "upstream http://hello.external/ unreachable: proxy {dead}: connection refused ({dead})\n"
+            "upstream http://hello.invalid/ unreachable: proxy {dead}: connection refused ({dead})\n"
         )
     );
 }
@@ -84,8 +82,7 @@ async fn connect_proxy(
     target: SocketAddr,
     refusal: Option<&'static str>,
 ) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = demo_testkit::listener().await;
     let heads = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&heads);
     tokio::spawn(async move {
@@ -114,14 +111,13 @@ async fn connect_proxy(
 #[tokio::test]
 async fn https_upstream_goes_through_a_connect_tunnel_and_verifies_the_name() {
     let ca = TestCa::new("demo test CA");
-    let upstream =
-        Upstream::recording_with_tls(Some(ca.server_config(&["hello.external"])), |_| {
-            answer(200, "text/plain", "through the tunnel")
-        })
-        .await;
+    let upstream = Upstream::recording_with_tls(Some(ca.server_config(&["hello.invalid"])), |_| {
+        answer(200, "text/plain", "through the tunnel")
+    })
+    .await;
     let (tunnel, heads) = connect_proxy(upstream.addr, None).await;
-    let mut config = via("https://hello.external/", format!("http://{tunnel}"));
-    config.upstream_ca_cert = Some(ca.write_pem("tunnel-ca.pem"));
+    let mut config = via("https://hello.invalid/", format!("http://{tunnel}"));
+    config.upstream_ca_cert = Some(ca_file(&ca, "tunnel-ca.pem"));
     let proxy = start(&config).await;
 
     for _ in 0..2 {
@@ -134,7 +130,7 @@ async fn https_upstream_goes_through_a_connect_tunnel_and_verifies_the_name() {
     let heads = heads.lock().unwrap().clone();
     assert_eq!(heads.len(), 1, "one tunnel, reused: {heads:?}");
     assert!(
-        heads[0].starts_with("CONNECT hello.external:443 HTTP/1.1\r\n"),
+        heads[0].starts_with("CONNECT hello.invalid:443 HTTP/1.1\r\n"),
         "{heads:?}"
     );
     let seen = upstream.seen();
@@ -142,20 +138,20 @@ async fn https_upstream_goes_through_a_connect_tunnel_and_verifies_the_name() {
         seen[0].target, "/secure?x=1",
         "origin form inside the tunnel"
     );
-    assert_eq!(seen[0].headers["host"], "hello.external");
+    assert_eq!(seen[0].headers["host"], "hello.invalid");
 }
 
 #[tokio::test]
 async fn refused_tunnel_gives_502_with_the_proxys_answer() {
-    let unused = dead_address().await;
+    let unused = Refused::new();
     let (tunnel, _) = connect_proxy(
-        unused,
+        unused.addr(),
         Some("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n"),
     )
     .await;
     let ca = TestCa::new("demo test CA");
-    let mut config = via("https://hello.external/", format!("http://{tunnel}"));
-    config.upstream_ca_cert = Some(ca.write_pem("refused-ca.pem"));
+    let mut config = via("https://hello.invalid/", format!("http://{tunnel}"));
+    config.upstream_ca_cert = Some(ca_file(&ca, "refused-ca.pem"));
     let proxy = start(&config).await;
 
     let (status, _, body) = get(proxy.proxy, "/").await;

@@ -2,16 +2,14 @@
 //! unchanged; method, path, query, headers and body reach the upstream; upstream connections
 //! are reused, within a client connection and across them.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Channel};
 use hyper::body::Incoming;
-use support::*;
 use tokio::sync::mpsc;
 
 #[tokio::test]

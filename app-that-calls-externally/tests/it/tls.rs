@@ -1,14 +1,12 @@
 //! An https upstream: verified against the system roots plus UPSTREAM_CA_CERT, and a
 //! certificate that does not verify gives a 502 naming the problem.
 
-mod support;
-
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 
 fn tls_config(upstream: &str, ca: &TestCa, file_name: &str) -> app_that_calls_externally::Config {
     let mut config = config(upstream);
-    config.upstream_ca_cert = Some(ca.write_pem(file_name));
+    config.upstream_ca_cert = Some(ca_file(ca, file_name));
     config
 }
 

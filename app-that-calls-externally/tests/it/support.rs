@@ -1,6 +1,6 @@
-//! Shared pieces of the integration tests: the proxy started in-process on port 0, scripted
-//! upstreams on loopback, a plain HTTP/1.1 client, and a throwaway certificate authority.
-#![allow(dead_code)]
+//! The proxy's own test pieces: the proxy started in-process on port 0, an HTTP upstream that
+//! records what reached it, and an HTTP/1.1 client. The generic ones (dead and silent peers,
+//! raw upstreams, the test CA) come from `demo_testkit`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,14 +13,14 @@ use std::time::Duration;
 use app_that_calls_externally::{Config, UpstreamProxy};
 use bytes::Bytes;
 use demo_common::server::Drain;
+pub use demo_testkit::upstream::{read_head, write};
+pub use demo_testkit::{Refused, ScriptedUpstream, Silent, TestCa};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -29,9 +29,7 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Awaits `future`, failing the test if it takes longer than [`DEADLINE`].
 pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} took longer than {DEADLINE:?}"))
+    demo_testkit::within(what, DEADLINE, future).await
 }
 
 /// A config for `upstream` on loopback port 0, connecting directly (the environment's proxy
@@ -128,8 +126,7 @@ impl Upstream {
         H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<TestBody>> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = demo_testkit::listener().await;
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&connections);
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -240,58 +237,23 @@ pub fn answer(status: u16, content_type: &str, body: &'static str) -> Response<T
         .unwrap()
 }
 
-/// An address nothing listens on: bound by the OS, then released.
-pub async fn dead_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
-}
-
-/// A listener that accepts connections and never answers.
-pub async fn silent_listener() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    addr
-}
-
-/// A raw upstream: reads each request head, then hands the socket to `script`.
-pub async fn raw_upstream<S, F>(script: S) -> SocketAddr
+/// A raw upstream (the test kit's): reads each request head, then hands the socket to
+/// `script`. It accepts as long as the returned value lives.
+pub async fn raw_upstream<S, F>(script: S) -> ScriptedUpstream
 where
     S: Fn(TcpStream) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let script = Arc::new(script);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let script = Arc::clone(&script);
-            tokio::spawn(async move {
-                if read_head(&mut stream).await.is_some() {
-                    script(stream).await;
-                }
-            });
+    ScriptedUpstream::start(move |mut connection| {
+        let script = Arc::clone(&script);
+        async move {
+            if read_head(&mut connection.stream).await.is_some() {
+                script(connection.stream).await;
+            }
         }
-    });
-    addr
-}
-
-/// Reads up to the end of an HTTP head; None if the peer closed first.
-pub async fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await.ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
+    })
+    .await
 }
 
 /// One client connection to `addr`.
@@ -349,57 +311,11 @@ pub fn text(body: &Bytes) -> &str {
     std::str::from_utf8(body).expect("UTF-8 body")
 }
 
-/// A throwaway certificate authority.
-pub struct TestCa {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl TestCa {
-    pub fn new(name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        Self {
-            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
-        }
-    }
-
-    /// Writes the CA certificate as PEM under the tests' scratch directory.
-    pub fn write_pem(&self, file_name: &str) -> PathBuf {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("app-that-calls-externally");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{}-{file_name}", std::process::id()));
-        std::fs::write(&path, self.issuer.pem()).unwrap();
-        path
-    }
-
-    /// A server config with a certificate for `names` (DNS names or IP addresses).
-    pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
-        let params = rcgen::CertificateParams::new(names).unwrap();
-        let certificate = params.signed_by(&key, &self.issuer).unwrap();
-        let chain: Vec<CertificateDer<'static>> = vec![certificate.der().clone()];
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        demo_common::tls::install_crypto_provider();
-        let mut config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
-    }
-}
-
-/// Writes `bytes` to `stream`, ignoring a peer that has gone.
-pub async fn write(stream: &mut TcpStream, bytes: &[u8]) {
-    let _ = stream.write_all(bytes).await;
-    let _ = stream.flush().await;
+/// Writes `ca`'s certificate as PEM under the tests' scratch directory; returns the path.
+pub fn ca_file(ca: &TestCa, file_name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("app-that-calls-externally");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}-{file_name}", std::process::id()));
+    ca.write_pem(&path);
+    path
 }

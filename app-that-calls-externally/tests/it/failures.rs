@@ -1,15 +1,13 @@
 //! What a caller sees when the upstream fails: 502 naming the cause, 504 on silence, a cut
 //! (not hanging) body when the upstream breaks off, and a proxy that keeps serving.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use http::StatusCode;
 use http_body_util::BodyExt;
-use support::*;
 
 fn config_with_timeout(upstream: &str, timeout: &str) -> app_that_calls_externally::Config {
     let mut config = config(upstream);
@@ -19,7 +17,7 @@ fn config_with_timeout(upstream: &str, timeout: &str) -> app_that_calls_external
 
 #[tokio::test]
 async fn refused_upstream_gives_502_naming_the_cause() {
-    let dead = dead_address().await;
+    let dead = Refused::new();
     let url = format!("http://{dead}/");
     let proxy = start(&config(&url)).await;
 
@@ -36,7 +34,7 @@ async fn refused_upstream_gives_502_naming_the_cause() {
 
 #[tokio::test]
 async fn silent_upstream_gives_504_after_the_timeout() {
-    let silent = silent_listener().await;
+    let silent = Silent::new();
     let url = format!("http://{silent}/");
     let proxy = start(&config_with_timeout(&url, "300ms")).await;
 

@@ -1,16 +1,14 @@
 //! The real binary: configuration errors, the proxy variables read from the environment, and
 //! draining on SIGTERM.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
+use crate::support::*;
+use demo_testkit::ChildProcess;
+use demo_testkit::process::Stdout;
 use http::StatusCode;
-use support::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{Notify, mpsc};
 
@@ -28,13 +26,11 @@ fn command(env: &[(&str, &str)]) -> Command {
     command
 }
 
-/// A running proxy process, with its stderr collected.
+/// A running proxy process (the test kit's child process, its log collected).
 struct Process {
-    child: tokio::process::Child,
+    child: ChildProcess,
     proxy: SocketAddr,
     admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    log_reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Process {
@@ -47,82 +43,41 @@ impl Process {
             ("PORT", "0"),
             ("ADMIN_PORT", "0"),
         ]);
-        command
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("start the binary");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let (proxy, admin) = within("the listening line", async {
-            loop {
-                let line = lines
-                    .next_line()
-                    .await
-                    .unwrap()
-                    .expect("the binary exited before listening");
-                let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if event["message"] == "app-that-calls-externally listening" {
-                    let address = |field: &str| -> SocketAddr {
-                        event[field].as_str().unwrap().parse().unwrap()
-                    };
-                    return (address("proxy_addr"), address("admin_addr"));
-                }
-            }
-        })
-        .await;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        let log_reader = tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        command.envs(env.iter().copied());
+        let mut child = ChildProcess::spawn("app-that-calls-externally", command, Stdout::Null);
+        let event = child
+            .wait_for_message("app-that-calls-externally listening", DEADLINE)
+            .await;
+        let address =
+            |field: &str| -> SocketAddr { event[field].as_str().unwrap().parse().unwrap() };
         Self {
+            proxy: address("proxy_addr"),
+            admin: address("admin_addr"),
             child,
-            proxy,
-            admin,
-            log,
-            log_reader: Some(log_reader),
         }
     }
 
     fn terminate(&self) {
-        let pid = self.child.id().expect("still running");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid} failed");
+        self.child.terminate();
     }
 
     /// Waits for the process to exit and for the rest of its log.
     async fn exit_status(&mut self) -> ExitStatus {
-        let status = within("process exit", self.child.wait()).await.unwrap();
-        if let Some(reader) = self.log_reader.take() {
-            within("the end of the log", reader).await.unwrap();
-        }
-        status
+        self.child.wait_exit(DEADLINE).await
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.child.log()
     }
 }
 
 /// Polls `check` every few milliseconds until it holds, failing after [`DEADLINE`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    within(what, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    demo_testkit::eventually(what, DEADLINE, check).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +137,7 @@ async fn sigterm_fails_readiness_refuses_new_connections_and_finishes_in_flight_
 
 #[tokio::test]
 async fn sigterm_right_after_start_still_exits_zero() {
-    let upstream = dead_address().await.to_string();
+    let upstream = Refused::new();
     let url = format!("http://{upstream}/");
     let mut process = Process::start(&[("UPSTREAM_URL", &url)]).await;
     process.terminate();
@@ -195,9 +150,9 @@ async fn http_proxy_variables_carry_the_upstream_calls() {
     for variable in ["http_proxy", "HTTP_PROXY"] {
         let sidecar = Upstream::recording(|_| answer(200, "text/plain", "via the env proxy")).await;
         let proxy_url = format!("http://{}", sidecar.addr);
-        // `hello.external` does not resolve; reaching the sidecar proves it was never looked up.
+        // `hello.invalid` never resolves; reaching the sidecar proves it was never looked up.
         let mut process = Process::start(&[
-            ("UPSTREAM_URL", "http://hello.external/"),
+            ("UPSTREAM_URL", "http://hello.invalid/"),
             (variable, &proxy_url),
         ])
         .await;
@@ -209,8 +164,8 @@ async fn http_proxy_variables_carry_the_upstream_calls() {
             "{variable}"
         );
         let seen = sidecar.only_request();
-        assert_eq!(seen.target, "http://hello.external/x?y=1", "{variable}");
-        assert_eq!(seen.headers["host"], "hello.external", "{variable}");
+        assert_eq!(seen.target, "http://hello.invalid/x?y=1", "{variable}");
+        assert_eq!(seen.headers["host"], "hello.invalid", "{variable}");
 
         process.terminate();
         let exit = process.exit_status().await;
@@ -226,7 +181,7 @@ async fn http_proxy_variables_carry_the_upstream_calls() {
 #[tokio::test]
 async fn no_proxy_sends_the_upstream_call_direct() {
     let upstream = Upstream::recording(|_| answer(200, "text/plain", "direct")).await;
-    let dead = dead_address().await;
+    let dead = Refused::new();
     let mut process = Process::start(&[
         ("UPSTREAM_URL", &upstream.url("/")),
         ("http_proxy", &format!("http://{dead}")),
