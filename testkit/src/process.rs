@@ -88,6 +88,11 @@ impl ChildProcess {
         &self.name
     }
 
+    /// Its memory now; None once it has exited.
+    pub fn memory(&self) -> Option<crate::memory::Memory> {
+        crate::memory::Memory::of(self.pid)
+    }
+
     /// Its log (stderr, and stdout with [`Stdout::Log`]) so far.
     pub fn log(&self) -> String {
         self.log.lines.lock().unwrap().join("\n")

@@ -108,6 +108,24 @@ impl RawConnection {
         Ok(raw)
     }
 
+    /// Reads what arrives until the server closes the connection (or breaks it) or `wait`
+    /// passes: the bytes, and whether it closed within the wait.
+    pub async fn read_until_closed(&mut self, wait: Duration) -> (Vec<u8>, bool) {
+        let mut received = std::mem::take(&mut self.buffered);
+        let mut chunk = [0u8; 16 * 1024];
+        let closed = tokio::time::timeout(wait, async {
+            loop {
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => received.extend_from_slice(&chunk[..read]),
+                }
+            }
+        })
+        .await
+        .is_ok();
+        (received, closed)
+    }
+
     /// Reads one response framed by its `content-length` or chunked encoding (to the end of
     /// the stream without either), leaving the connection open for the next request. Set
     /// `head_only` for the answer to a HEAD request.

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::support::{
+    Connection, Exchange, Stdout, figure, loading, percentile, start_program, within,
+};
 use http::StatusCode;
-use resilience_tests::{Connection, Exchange, Program, figure, percentile, within};
 use tokio::time::Instant;
 
 const IDLE_CONNECTIONS: usize = 500;
@@ -97,7 +99,8 @@ async fn active_load(address: SocketAddr) -> Vec<Duration> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_answering_with_many_idle_connections_and_drains_them_on_sigterm() {
-    let mut hello = Program::start(
+    let _loading = loading().await;
+    let mut hello = start_program(
         "hello-cf",
         &[],
         &[
@@ -107,7 +110,7 @@ async fn keeps_answering_with_many_idle_connections_and_drains_them_on_sigterm()
             ("DRAIN_TIMEOUT", "5s"),
             ("LOG_FORMAT", "json"),
         ],
-        false,
+        Stdout::Null,
     );
     let listening = hello.wait_for_message("hello-cf listening", STEP).await;
     let address: SocketAddr = listening["address"].as_str().unwrap().parse().unwrap();
@@ -164,7 +167,7 @@ async fn keeps_answering_with_many_idle_connections_and_drains_them_on_sigterm()
         exited_after < DRAIN_TIMEOUT,
         "idle connections held the drain for {exited_after:?}"
     );
-    resilience_tests::eventually("the idle connections to be closed", STEP, || {
+    demo_testkit::eventually("the idle connections to be closed", STEP, || {
         let all_closed = idle.iter().all(Connection::is_closed);
         async move { all_closed }
     })

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::{Connection, Exchange, Program, figure, get_once, loading, measuring, within};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use resilience_tests::{Connection, Exchange, Program, figure, get_once, within};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -59,7 +59,7 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
 
 async fn start_proxy(upstream: SocketAddr, drain: &str) -> (Program, SocketAddr, SocketAddr) {
     let settings = [("UPSTREAM_TIMEOUT", "30s"), ("DRAIN_TIMEOUT", drain)];
-    let proxy = resilience_tests::start_proxy(upstream, &settings).await;
+    let proxy = crate::support::start_proxy(upstream, &settings).await;
     (proxy.program, proxy.address, proxy.admin)
 }
 
@@ -73,6 +73,7 @@ async fn ready(admin: SocketAddr) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_every_call_in_flight_and_refuses_new_ones() {
+    let _loading = loading().await;
     let (upstream, arrived) = upstream().await;
     let drain = Duration::from_secs(10);
     let (mut proxy, address, admin) = start_proxy(upstream, "10s").await;
@@ -95,7 +96,7 @@ async fn sigterm_under_load_finishes_every_call_in_flight_and_refuses_new_ones()
     for _ in 0..IN_FLIGHT {
         in_flight.spawn(get_once(address, "/slow", STEP));
     }
-    resilience_tests::eventually("the calls to reach the upstream", STEP, || {
+    demo_testkit::eventually("the calls to reach the upstream", STEP, || {
         let reached = arrived.load(Ordering::SeqCst) - before;
         async move { reached == IN_FLIGHT }
     })
@@ -124,14 +125,14 @@ async fn sigterm_under_load_finishes_every_call_in_flight_and_refuses_new_ones()
     tokio::time::sleep(Duration::from_millis(100)).await;
     let signalled = Instant::now();
     proxy.signal(libc::SIGTERM);
-    resilience_tests::eventually(
+    demo_testkit::eventually(
         "readiness to fail",
         STEP,
         || async move { !ready(admin).await },
     )
     .await;
     let unready = Instant::now();
-    resilience_tests::eventually("new connections to be refused", STEP, || async move {
+    demo_testkit::eventually("new connections to be refused", STEP, || async move {
         tokio::net::TcpStream::connect(address).await.is_err()
     })
     .await;
@@ -201,11 +202,12 @@ async fn sigterm_under_load_finishes_every_call_in_flight_and_refuses_new_ones()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_outliving_the_drain_bound_is_cut_and_the_exit_is_on_time() {
+    let _measuring = measuring().await;
     let (upstream, arrived) = upstream().await;
     let drain = Duration::from_secs(2);
     let (mut proxy, address, _) = start_proxy(upstream, "2s").await;
     let stuck = tokio::spawn(get_once(address, "/stuck", STEP));
-    resilience_tests::eventually("the call to reach the upstream", STEP, || {
+    demo_testkit::eventually("the call to reach the upstream", STEP, || {
         let reached = arrived.load(Ordering::SeqCst);
         async move { reached == 1 }
     })

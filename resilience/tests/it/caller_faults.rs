@@ -12,8 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{Stdout, figure, measuring, start_program, within};
+use demo_testkit::{Refused, Silent};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use resilience_tests::{Program, figure, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Instant;
@@ -162,11 +163,10 @@ async fn check(name: &str, url: &str, resolver: RecordingResolver, expected: &[&
 
 #[tokio::test]
 async fn a_dead_port_gives_one_refused_line_per_tick() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let url = format!("http://dead.test:{}/", dead.port());
+    let _measuring = measuring().await;
+    // Bound and never listening: refused, and the port stays ours for the whole run.
+    let dead = Refused::new();
+    let url = format!("http://dead.test:{}/", dead.addr().port());
     check(
         "dead port",
         &url,
@@ -178,16 +178,10 @@ async fn a_dead_port_gives_one_refused_line_per_tick() {
 
 #[tokio::test]
 async fn a_black_holed_port_gives_one_timeout_line_per_tick() {
-    // Accepts every connection and never reads or answers.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    let url = format!("http://black-hole.test:{port}/");
+    let _measuring = measuring().await;
+    // Completes every handshake and never reads or answers.
+    let black_hole = Silent::new();
+    let url = format!("http://black-hole.test:{}/", black_hole.addr().port());
     check(
         "black-holed port",
         &url,
@@ -195,11 +189,11 @@ async fn a_black_holed_port_gives_one_timeout_line_per_tick() {
         &["error: timed out after 500ms"],
     )
     .await;
-    held.abort();
 }
 
 #[tokio::test]
 async fn a_port_with_a_full_accept_queue_gives_one_timeout_line_per_tick() {
+    let _measuring = measuring().await;
     // Listens with the smallest queue and never accepts; fill the queue so further
     // handshakes go unanswered.
     let socket = TcpSocket::new_v4().unwrap();
@@ -227,6 +221,7 @@ async fn a_port_with_a_full_accept_queue_gives_one_timeout_line_per_tick() {
 
 #[tokio::test]
 async fn an_unresolvable_name_gives_one_dns_line_per_tick() {
+    let _measuring = measuring().await;
     // The resolver knows no name at all; `.invalid` could never resolve anyway (RFC 6761).
     check(
         "unresolvable name",
@@ -252,30 +247,20 @@ async fn serve_up(listener: TcpListener) {
     }
 }
 
-fn bind_reusing(address: SocketAddr) -> TcpListener {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_reuseaddr(true).unwrap();
-    socket.bind(address).unwrap();
-    socket.listen(1024).unwrap()
-}
-
 #[tokio::test]
 async fn a_flapping_upstream_gives_one_line_per_tick_of_each_kind() {
-    let listener = bind_reusing("127.0.0.1:0".parse().unwrap());
-    let address = listener.local_addr().unwrap();
-    // Up for three ticks, down for three, switching between ticks.
+    let _measuring = measuring().await;
+    // The port is held all along (bound, refusing while down), so nothing else can take it
+    // while the upstream is down. Up for three ticks, down for three, switching between ticks.
+    let port = Refused::new();
+    let address = port.addr();
     let flapping = tokio::spawn(async move {
-        let mut listener = Some(listener);
         tokio::time::sleep(INTERVAL / 2).await;
         loop {
-            let serving = listener
-                .take()
-                .map(|listener| tokio::spawn(serve_up(listener)));
+            let serving = tokio::spawn(serve_up(port.listen()));
             tokio::time::sleep(INTERVAL * 3).await;
-            match serving {
-                Some(serving) => serving.abort(),
-                None => listener = Some(bind_reusing(address)),
-            }
+            serving.abort();
+            tokio::time::sleep(INTERVAL * 3).await;
         }
     });
     let url = format!("http://flapping.test:{}/", address.port());
@@ -315,27 +300,18 @@ async fn a_flapping_upstream_gives_one_line_per_tick_of_each_kind() {
 /// tick, until SIGTERM, and then exits 0.
 #[tokio::test]
 async fn the_binary_never_exits_on_its_own_when_nothing_answers() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let black_hole = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let black_hole_address = black_hole.local_addr().unwrap();
-    let holding = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = black_hole.accept().await {
-            held.push(stream);
-        }
-    });
+    let _measuring = measuring().await;
+    let dead = Refused::new();
+    let black_hole = Silent::new();
     let mut lines_seen = Vec::new();
     for (url, expected) in [
         (format!("http://{dead}/"), "error: connection refused"),
         (
-            format!("http://{black_hole_address}/"),
+            format!("http://{black_hole}/"),
             "error: timed out after 300ms",
         ),
     ] {
-        let mut caller = Program::start(
+        let mut caller = start_program(
             "traffic",
             &[],
             &[
@@ -344,7 +320,7 @@ async fn the_binary_never_exits_on_its_own_when_nothing_answers() {
                 ("TIMEOUT", "300ms"),
                 ("RUST_LOG", "warn"),
             ],
-            true,
+            Stdout::Piped,
         );
         let mut lines = 0;
         while lines < 15 {
@@ -367,7 +343,6 @@ async fn the_binary_never_exits_on_its_own_when_nothing_answers() {
             "{expected}: {lines} lines, still running, SIGTERM -> exit 0"
         ));
     }
-    holding.abort();
     figure(
         "caller_faults",
         format!("binary: {}", lines_seen.join("; ")),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use resilience_tests::memory::mib;
-use resilience_tests::{Program, figure};
+use crate::support::{Stdout, figure, loading, start_program};
+use demo_testkit::memory::mib;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -67,7 +67,7 @@ async fn flood(mut stream: TcpStream, n: u64, sent: Arc<AtomicU64>) {
 
 async fn run_against_flood(max_body: usize) -> (Vec<String>, u64, u64) {
     let (upstream, sent) = flooding_upstream().await;
-    let mut caller = Program::start(
+    let mut caller = start_program(
         "traffic",
         &[],
         &[
@@ -78,10 +78,10 @@ async fn run_against_flood(max_body: usize) -> (Vec<String>, u64, u64) {
             ("MAX_BODY", &max_body.to_string()),
             ("RUST_LOG", "warn"),
         ],
-        true,
+        Stdout::Piped,
     );
     let pid = caller.pid();
-    let sampler = resilience_tests::memory::Sampler::start(pid, Duration::from_millis(20));
+    let sampler = demo_testkit::memory::Sampler::start(pid, Duration::from_millis(20));
     let started = tokio::time::Instant::now();
     let mut lines = Vec::new();
     while let Some(line) = caller.next_stdout_line(STEP).await {
@@ -103,6 +103,7 @@ async fn run_against_flood(max_body: usize) -> (Vec<String>, u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_and_huge_bodies_give_bounded_lines_and_bounded_memory() {
+    let _loading = loading().await;
     let mut figures = Vec::new();
     for max_body in [4096, 1024 * 1024] {
         let (printed, peak_kib, sent) = run_against_flood(max_body).await;

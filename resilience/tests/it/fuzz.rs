@@ -10,6 +10,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::support::{figure, loading_blocking};
 use app_that_calls_externally::UpstreamUrl;
 use app_that_calls_externally::headers::{prepare_request, strip_hop_by_hop};
 use demo_common::{parse_duration, parse_positive_duration};
@@ -17,7 +18,6 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::Uri;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use resilience_tests::figure;
 use traffic::body::{CappedBody, TRUNCATED_MARKER, printable};
 use traffic::summary::{MAX_DISTINCT, OTHER_LABEL, Tally};
 
@@ -77,6 +77,7 @@ proptest! {
 
     #[test]
     fn fuzz_duration_parser_never_panics_and_positive_means_positive(text in duration_like()) {
+        let _loading = loading_blocking();
         let parsed = parse_duration(&text);
         let positive = parse_positive_duration(&text);
         match (parsed, positive) {
@@ -93,6 +94,7 @@ proptest! {
     /// reads back as the same duration.
     #[test]
     fn fuzz_duration_parses_back_what_is_formatted(millis in 0u64..EXACT_MILLIS) {
+        let _loading = loading_blocking();
         let duration = Duration::from_millis(millis);
         let text = traffic::format_duration(duration);
         prop_assert_eq!(parse_duration(&text), Ok(duration), "{}", text);
@@ -106,6 +108,7 @@ proptest! {
         fraction in 0u64..1000,
         unit in prop::sample::select(vec![("", 1000u64), ("s", 1000), ("ms", 1), ("m", 60_000), ("h", 3_600_000)]),
     ) {
+        let _loading = loading_blocking();
         let (suffix, millis_per_unit) = unit;
         prop_assert_eq!(
             parse_duration(&format!("{whole}{suffix}")),
@@ -145,6 +148,7 @@ proptest! {
 
     #[test]
     fn fuzz_upstream_url_parser_never_panics(text in prop_oneof![any::<String>(), upstream_base(), "[a-z:/?#@\\[\\]0-9.%-]{0,30}"]) {
+        let _loading = loading_blocking();
         if let Ok(url) = text.parse::<UpstreamUrl>() {
             prop_assert!(url.port() != 0);
             prop_assert!(!url.host().is_empty());
@@ -159,6 +163,7 @@ proptest! {
         base in upstream_base(),
         target in request_target(),
     ) {
+        let _loading = loading_blocking();
         let url: UpstreamUrl = base.parse().map_err(|error| TestCaseError::fail(format!("{base}: {error}")))?;
         let Ok(incoming) = target.parse::<Uri>() else {
             // Not a request target hyper would have let through.
@@ -247,6 +252,7 @@ proptest! {
     /// keeps all its values, in order.
     #[test]
     fn fuzz_hop_by_hop_headers_never_pass_and_the_rest_is_intact(pairs in header_map()) {
+        let _loading = loading_blocking();
         let original = build(&pairs);
         let named = connection_tokens(&original);
         let mut headers = original.clone();
@@ -271,6 +277,7 @@ proptest! {
         pairs in header_map(),
         peer in any::<IpAddr>(),
     ) {
+        let _loading = loading_blocking();
         let mut headers = build(&pairs);
         // A client's `Connection: x-forwarded-for` drops its own entries at this hop.
         let dropped = connection_tokens(&headers).iter().any(|name| name == "x-forwarded-for");
@@ -308,6 +315,7 @@ proptest! {
     /// six bytes per body byte (the longest escape) plus the marker.
     #[test]
     fn fuzz_printable_fields_stay_one_bounded_line(bytes in prop::collection::vec(any::<u8>(), 0..300), truncated in any::<bool>()) {
+        let _loading = loading_blocking();
         let field = printable(&bytes, truncated);
         prop_assert!(!field.chars().any(char::is_control), "{:?}", field);
         prop_assert!(field.len() <= 6 * bytes.len() + TRUNCATED_MARKER.len());
@@ -317,6 +325,7 @@ proptest! {
     /// Plain text passes unchanged but for one trailing newline.
     #[test]
     fn fuzz_plain_text_is_printed_as_is(text in "[^\\p{Cc}]{0,80}", newline in prop::sample::select(vec!["", "\n", "\r\n"])) {
+        let _loading = loading_blocking();
         prop_assert_eq!(printable(format!("{text}{newline}").as_bytes(), false), text);
     }
 
@@ -328,6 +337,7 @@ proptest! {
         cuts in prop::collection::vec(0usize..=240, 0..6),
         cap in 1usize..=64,
     ) {
+        let _loading = loading_blocking();
         let bytes = text.as_bytes();
         let mut bounds: Vec<usize> = cuts.into_iter().map(|cut| cut.min(bytes.len())).collect();
         bounds.extend([0, bytes.len()]);
@@ -357,6 +367,7 @@ proptest! {
     /// bounded however many different bodies arrive.
     #[test]
     fn fuzz_summaries_count_every_call(fields in prop::collection::vec(prop_oneof!["[a-c]{1,2}", "[^\\p{Cc}]{1,100}"], 0..200)) {
+        let _loading = loading_blocking();
         let mut tally = Tally::default();
         for field in &fields {
             tally.add(field);

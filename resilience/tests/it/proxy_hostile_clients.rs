@@ -9,13 +9,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{Exchange, Program, figure, get_once, loading, percentile, within};
 use bytes::Bytes;
+use demo_testkit::memory::{open_fds, settled_fds};
+use demo_testkit::raw_http::RawConnection;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use resilience_tests::memory::{open_fds, settled_fds};
-use resilience_tests::{Exchange, Program, figure, get_once, percentile, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -89,8 +90,7 @@ impl RecordingUpstream {
 }
 
 async fn start_proxy(upstream: &RecordingUpstream) -> (Program, SocketAddr) {
-    let proxy =
-        resilience_tests::start_proxy(upstream.address, &[("UPSTREAM_TIMEOUT", "2s")]).await;
+    let proxy = crate::support::start_proxy(upstream.address, &[("UPSTREAM_TIMEOUT", "2s")]).await;
     (proxy.program, proxy.address)
 }
 
@@ -105,20 +105,11 @@ struct RawOutcome {
 /// Writes `request` (ignoring a server that hangs up midway) and reads until the server
 /// closes or `wait` passes.
 async fn raw_exchange(address: SocketAddr, request: &[u8], wait: Duration) -> RawOutcome {
-    let mut stream = TcpStream::connect(address).await.expect("connect");
-    let _ = stream.write_all(request).await;
-    let mut response = Vec::new();
-    let mut buffer = [0u8; 8192];
-    let closed = tokio::time::timeout(wait, async {
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(read) => response.extend_from_slice(&buffer[..read]),
-            }
-        }
-    })
-    .await
-    .is_ok();
+    let mut connection = RawConnection::connect(address, wait)
+        .await
+        .expect("connect");
+    let _ = connection.write(request).await;
+    let (response, closed) = connection.read_until_closed(wait).await;
     let response = String::from_utf8_lossy(&response).into_owned();
     let status = response
         .strip_prefix("HTTP/1.")
@@ -183,6 +174,7 @@ async fn slowloris(proxy: SocketAddr) -> (Duration, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_are_cut_and_never_starve_a_normal_caller() {
+    let _loading = loading().await;
     let upstream = RecordingUpstream::start().await;
     let (mut proxy, address) = start_proxy(&upstream).await;
     // Idle: its one pooled upstream connection open, no client connection.
@@ -196,7 +188,7 @@ async fn slowloris_connections_are_cut_and_never_starve_a_normal_caller() {
         attackers.spawn(slowloris(address));
     }
     // Wait until the proxy holds them all, then call normally while they hang on.
-    resilience_tests::eventually("the slowloris connections to be accepted", STEP, || {
+    demo_testkit::eventually("the slowloris connections to be accepted", STEP, || {
         let held = open_fds(proxy.pid()).unwrap_or(0);
         async move { held >= idle_fds + SLOWLORIS }
     })
@@ -248,6 +240,18 @@ async fn slowloris_connections_are_cut_and_never_starve_a_normal_caller() {
     }
     let shortest = percentile(&mut held_for, 0);
     let longest = percentile(&mut held_for, 100);
+    // Held for the whole head timeout, not cut early (each was timed from before its
+    // connect, so never less than the proxy's own clock), and cut within the slack after it.
+    assert_eq!(held_for.len(), SLOWLORIS);
+    assert!(
+        shortest >= HEADER_READ_TIMEOUT,
+        "a slowloris connection was cut after {shortest:?}, before the head timeout \
+         {HEADER_READ_TIMEOUT:?}"
+    );
+    assert!(
+        longest <= HEADER_READ_TIMEOUT + CUT_SLACK,
+        "a slowloris connection was held for {longest:?}"
+    );
     assert!(
         upstream.seen().iter().all(|seen| seen.path == "/normal"),
         "a half-sent request reached the upstream"

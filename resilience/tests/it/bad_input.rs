@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use resilience_tests::{binary, figure};
+use crate::support::{binary, figure, loading};
+use demo_testkit::tls::Issued;
 use tokio::process::Command;
 
 /// A program that accepted a bad value keeps running; it is stopped and reported after this.
@@ -279,6 +280,7 @@ async fn try_all(program: &str, base: &[(&str, &str)], cases: &[Case]) -> usize 
 
 #[tokio::test]
 async fn hello_cf_rejects_every_malformed_value() {
+    let _loading = loading().await;
     let base = [("BIND_ADDRESS", "127.0.0.1"), ("PORT", "0")];
     let runs = try_all("hello-cf", &base, &hello_cf_cases()).await;
     figure(
@@ -289,6 +291,7 @@ async fn hello_cf_rejects_every_malformed_value() {
 
 #[tokio::test]
 async fn the_proxy_rejects_every_malformed_value() {
+    let _loading = loading().await;
     let base = [
         ("BIND_ADDRESS", "127.0.0.1"),
         ("PORT", "0"),
@@ -304,6 +307,7 @@ async fn the_proxy_rejects_every_malformed_value() {
 
 #[tokio::test]
 async fn traffic_rejects_every_malformed_value() {
+    let _loading = loading().await;
     // Valid, it would make one call to the discard port and exit 0.
     let base = [("URL", "http://127.0.0.1:9/"), ("COUNT", "1")];
     let runs = try_all("traffic", &base, &traffic_cases()).await;
@@ -334,18 +338,15 @@ fn files() -> Files {
         std::fs::write(&path, content).unwrap();
         path_text(&path)
     };
-    let ours = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let theirs = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let ours = Issued::self_signed(&["localhost"]);
+    let theirs = Issued::self_signed(&["localhost"]);
     let directory = dir.path().join("a-directory");
     std::fs::create_dir(&directory).unwrap();
     Files {
-        cert: write("cert.pem", ours.cert.pem().as_bytes()),
-        key: write("key.pem", ours.signing_key.serialize_pem().as_bytes()),
-        other_key: write(
-            "other-key.pem",
-            theirs.signing_key.serialize_pem().as_bytes(),
-        ),
-        other_cert: write("other-cert.pem", theirs.cert.pem().as_bytes()),
+        cert: write("cert.pem", ours.cert_pem.as_bytes()),
+        key: write("key.pem", ours.key_pem.as_bytes()),
+        other_key: write("other-key.pem", theirs.key_pem.as_bytes()),
+        other_cert: write("other-cert.pem", theirs.cert_pem.as_bytes()),
         empty: write("empty.pem", b""),
         directory: path_text(&directory),
         garbage: write("garbage.pem", b"this is not PEM\n\x00\xff\n"),
@@ -364,6 +365,7 @@ fn path_text(path: &Path) -> String {
 
 #[tokio::test]
 async fn hello_cf_rejects_unusable_certificates_and_keys() {
+    let _loading = loading().await;
     let f = files();
     // (cert, key, text the line must contain)
     let cases: Vec<(Option<&str>, Option<&str>, &str)> = vec![
@@ -421,6 +423,7 @@ async fn hello_cf_rejects_unusable_certificates_and_keys() {
 
 #[tokio::test]
 async fn the_proxy_rejects_unusable_ca_files() {
+    let _loading = loading().await;
     let f = files();
     let unusable = [
         &f.missing,
