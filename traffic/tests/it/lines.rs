@@ -14,6 +14,11 @@ const V1: &str = "Hello K8s, from CF v1 service!";
 
 #[tokio::test]
 async fn each_call_prints_a_local_timestamp_a_tab_and_the_body() {
+    if demo_testkit::rerun_without_proxy_variables!(
+        each_call_prints_a_local_timestamp_a_tab_and_the_body
+    ) {
+        return;
+    }
     let upstream = scripted(|_| async { respond(200, format!("{V1}\n")) }).await;
     let before = chrono::Local::now();
     let (report, lines) = run_lines(&config(&upstream.url())).await;
@@ -36,6 +41,10 @@ async fn each_call_prints_a_local_timestamp_a_tab_and_the_body() {
 
 #[tokio::test]
 async fn bodies_of_every_status_are_printed_as_curl_did() {
+    if demo_testkit::rerun_without_proxy_variables!(bodies_of_every_status_are_printed_as_curl_did)
+    {
+        return;
+    }
     let upstream = scripted(|n| async move {
         match n {
             // Envoy's fault filter answers 418 with this body and no newline.
@@ -55,6 +64,9 @@ async fn bodies_of_every_status_are_printed_as_curl_did() {
 
 #[tokio::test]
 async fn an_empty_body_is_said_explicitly() {
+    if demo_testkit::rerun_without_proxy_variables!(an_empty_body_is_said_explicitly) {
+        return;
+    }
     let upstream = scripted(|n| async move {
         match n {
             0 => respond(204, ""),
@@ -76,6 +88,9 @@ async fn an_empty_body_is_said_explicitly() {
 
 #[tokio::test]
 async fn a_multi_line_or_binary_body_stays_on_one_line() {
+    if demo_testkit::rerun_without_proxy_variables!(a_multi_line_or_binary_body_stays_on_one_line) {
+        return;
+    }
     let upstream =
         scripted(|_| async { respond(200, b"<h1>hi</h1>\n\t<p>\xff\x1b[0m</p>\r\n".as_slice()) })
             .await;
@@ -91,6 +106,9 @@ async fn a_multi_line_or_binary_body_stays_on_one_line() {
 
 #[tokio::test]
 async fn redirects_are_followed_like_curl_l() {
+    if demo_testkit::rerun_without_proxy_variables!(redirects_are_followed_like_curl_l) {
+        return;
+    }
     let upstream = scripted(|n| async move {
         match n {
             0 => axum::response::Response::builder()
@@ -112,6 +130,11 @@ async fn redirects_are_followed_like_curl_l() {
 
 #[tokio::test]
 async fn a_refused_connection_prints_an_error_and_the_caller_keeps_going() {
+    if demo_testkit::rerun_without_proxy_variables!(
+        a_refused_connection_prints_an_error_and_the_caller_keeps_going
+    ) {
+        return;
+    }
     let refused = Refused::new();
     let config = config(&format!("http://{}/", refused.addr()));
     let (report, lines) = run_lines(&config).await;
@@ -121,6 +144,10 @@ async fn a_refused_connection_prints_an_error_and_the_caller_keeps_going() {
 
 #[tokio::test]
 async fn the_caller_recovers_when_the_upstream_comes_up() {
+    if demo_testkit::rerun_without_proxy_variables!(the_caller_recovers_when_the_upstream_comes_up)
+    {
+        return;
+    }
     let refused = Refused::new();
     let mut config = config(&format!("http://{}/", refused.addr()));
     config.interval = Duration::from_millis(100);
@@ -149,6 +176,11 @@ async fn the_caller_recovers_when_the_upstream_comes_up() {
 
 #[tokio::test]
 async fn an_upstream_that_never_answers_times_out_on_every_call() {
+    if demo_testkit::rerun_without_proxy_variables!(
+        an_upstream_that_never_answers_times_out_on_every_call
+    ) {
+        return;
+    }
     // Accepted by the kernel, never read or answered.
     let silent = Silent::new();
     let mut config = config(&format!("http://{}/", silent.addr()));
@@ -170,6 +202,9 @@ async fn an_upstream_that_never_answers_times_out_on_every_call() {
 
 #[tokio::test]
 async fn a_reset_connection_is_named() {
+    if demo_testkit::rerun_without_proxy_variables!(a_reset_connection_is_named) {
+        return;
+    }
     let upstream = ScriptedUpstream::start(|mut connection| async move {
         connection.read_head().await;
         connection.reset(); // RST instead of FIN
@@ -183,6 +218,9 @@ async fn a_reset_connection_is_named() {
 
 #[tokio::test]
 async fn a_connection_closed_mid_response_is_named() {
+    if demo_testkit::rerun_without_proxy_variables!(a_connection_closed_mid_response_is_named) {
+        return;
+    }
     let upstream = ScriptedUpstream::start(|mut connection| async move {
         connection.read_head().await;
         // Promises 100 bytes, sends 5, closes.
@@ -201,6 +239,9 @@ async fn a_connection_closed_mid_response_is_named() {
 
 #[tokio::test]
 async fn a_garbage_answer_is_named() {
+    if demo_testkit::rerun_without_proxy_variables!(a_garbage_answer_is_named) {
+        return;
+    }
     let upstream = ScriptedUpstream::start(|mut connection| async move {
         connection.read_head().await;
         connection.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
@@ -227,6 +268,11 @@ impl Resolve for StaticNames {
 
 #[tokio::test]
 async fn names_are_resolved_and_unresolvable_ones_are_named() {
+    if demo_testkit::rerun_without_proxy_variables!(
+        names_are_resolved_and_unresolvable_ones_are_named
+    ) {
+        return;
+    }
     let upstream = scripted(|_| async { respond(200, format!("{V1}\n")) }).await;
     let names = || {
         StaticNames(HashMap::from([(
@@ -259,6 +305,9 @@ async fn names_are_resolved_and_unresolvable_ones_are_named() {
 
 #[tokio::test]
 async fn an_untrusted_https_certificate_is_a_tls_error() {
+    if demo_testkit::rerun_without_proxy_variables!(an_untrusted_https_certificate_is_a_tls_error) {
+        return;
+    }
     let certified = rcgen::generate_simple_self_signed(vec!["hello.test".to_owned()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
     demo_common::tls::install_crypto_provider();

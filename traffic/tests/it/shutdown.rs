@@ -23,6 +23,11 @@ async fn after_requests(upstream: &Upstream, requests: usize) {
 
 #[tokio::test]
 async fn calls_without_an_answer_are_cancelled_after_a_short_grace() {
+    if demo_testkit::rerun_without_proxy_variables!(
+        calls_without_an_answer_are_cancelled_after_a_short_grace
+    ) {
+        return;
+    }
     // Three answers, then an upstream that never answers.
     let upstream = scripted(|n| async move {
         if n >= 3 {
@@ -69,6 +74,9 @@ async fn calls_without_an_answer_are_cancelled_after_a_short_grace() {
 
 #[tokio::test]
 async fn a_call_answering_within_the_grace_is_printed() {
+    if demo_testkit::rerun_without_proxy_variables!(a_call_answering_within_the_grace_is_printed) {
+        return;
+    }
     let upstream = scripted(|_| async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         respond(200, "slow but fine\n")

@@ -1,5 +1,9 @@
 //! The caller's own test pieces: an HTTP upstream recording what it was asked, and run
 //! helpers. The generic ones (dead ports, raw TCP upstreams) come from `demo_testkit`.
+//!
+//! The caller honours the proxy variables, as curl did; a test that runs it in-process starts
+//! with `rerun_without_proxy_variables!`, so that its calls to loopback go direct whatever the
+//! test machine's environment says.
 
 use std::future::Future;
 use std::net::SocketAddr;
