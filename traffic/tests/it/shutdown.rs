@@ -51,25 +51,25 @@ async fn calls_without_an_answer_are_cancelled_after_a_short_grace() {
     let bound = Duration::from_millis(400) + SHUTDOWN_GRACE + Duration::from_secs(3);
     assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
 
-    // The signal comes within 10ms of the fifth request, the sixth is due 100ms after it: five
-    // calls, the last two waiting for an answer.
-    assert_eq!(
-        fields(&lines),
-        [
-            "ok",
-            "ok",
-            "ok",
-            "error: cancelled at shutdown",
-            "error: cancelled at shutdown"
-        ],
-        "{lines:?}"
-    );
-    assert_eq!(traffic::CANCELLED_FIELD, "error: cancelled at shutdown");
-    assert_eq!(report.cancelled, 2);
-    assert_eq!(
-        lines.last().unwrap(),
-        "# total 5 calls: 60% (3) ok | 40% (2) error: cancelled at shutdown"
-    );
+    // Shutdown comes within 10ms of the fifth request and the sixth is due 100ms after it, so
+    // five calls, the last two waiting for an answer; a starved machine may fire the sixth.
+    let cancelled = "error: cancelled at shutdown";
+    assert_eq!(traffic::CANCELLED_FIELD, cancelled);
+    let (expected_fields, expected_summary): (&[&str], &str) = match fields(&lines).len() {
+        5 => (
+            &["ok", "ok", "ok", cancelled, cancelled],
+            "# total 5 calls: 60% (3) ok | 40% (2) error: cancelled at shutdown",
+        ),
+        6 => (
+            &["ok", "ok", "ok", cancelled, cancelled, cancelled],
+            // A tie: the labels in order ("error: ..." before "ok").
+            "# total 6 calls: 50% (3) error: cancelled at shutdown | 50% (3) ok",
+        ),
+        _ => panic!("expected 5 calls (6 at most): {lines:?}"),
+    };
+    assert_eq!(fields(&lines), expected_fields, "{lines:?}");
+    assert_eq!(report.cancelled as usize, expected_fields.len() - 3);
+    assert_eq!(lines.last().unwrap(), expected_summary, "{lines:?}");
 }
 
 #[tokio::test]
