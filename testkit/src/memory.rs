@@ -203,13 +203,51 @@ mod tests {
             memory.rss_kib > 0 && memory.hwm_kib >= memory.rss_kib,
             "{memory}"
         );
-        let before = open_fds(std::process::id()).unwrap();
-        let file = std::fs::File::open("/proc/self/status").unwrap();
-        assert_eq!(open_fds(std::process::id()), Some(before + 1));
-        drop(file);
         let usage = tree_usage(std::process::id()).unwrap();
         assert!(usage.processes >= 1 && usage.rss_kib >= memory.rss_kib / 2);
         assert!(clock_ticks_per_second() > 0);
+    }
+
+    #[test]
+    fn counts_descriptors_of_another_process() {
+        // This test process opens and closes descriptors in other tests' threads, so two quiet
+        // children are compared instead: the same inherited ones, and one more in the second.
+        let sleeper = |script: &str| {
+            std::process::Command::new("bash")
+                .args(["-c", script])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let mut plain = sleeper("exec sleep 30");
+        let mut one_more = sleeper("exec 63</dev/null; exec sleep 30");
+        // Counted once both have become `sleep`.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let is_sleep = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm == "sleep\n")
+        };
+        while !(is_sleep(plain.id()) && is_sleep(one_more.id())) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the children never slept"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let counts = (open_fds(plain.id()), open_fds(one_more.id()));
+        let usage = tree_usage(plain.id());
+        for child in [&mut plain, &mut one_more] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        let (Some(plain_fds), Some(more_fds)) = counts else {
+            panic!("no descriptors read: {counts:?}");
+        };
+        assert!(plain_fds >= 3, "{plain_fds}");
+        assert_eq!(more_fds, plain_fds + 1);
+        assert_eq!(usage.unwrap().processes, 1);
+        assert_eq!(open_fds(plain.id()), None, "gone once reaped");
     }
 
     #[test]

@@ -108,16 +108,15 @@ impl ChildProcess {
     ) -> T {
         let deadline = tokio::time::Instant::now() + bound;
         loop {
-            let grew = self.log.grew.notified();
+            let log = Arc::clone(&self.log);
+            let grew = log.grew.notified();
             let found = self.log.lines.lock().unwrap().iter().find_map(|l| pick(l));
             if let Some(found) = found {
                 return found;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 // Let the readers take in the last lines before showing the log.
-                for reader in &mut self.readers {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
-                }
+                self.finish_reading().await;
                 if let Some(found) = self.log.lines.lock().unwrap().iter().find_map(|l| pick(l)) {
                     return found;
                 }
@@ -200,11 +199,18 @@ impl ChildProcess {
                 self.log()
             )
         });
-        for reader in &mut self.readers {
-            // The group may keep the pipes open; the log so far is enough then.
-            let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
-        }
+        self.finish_reading().await;
         status
+    }
+
+    /// Waits (briefly: the group may keep the pipes open) for the log readers to reach the end
+    /// of the output. A reader is awaited until it has finished, never again after.
+    async fn finish_reading(&mut self) {
+        for reader in &mut self.readers {
+            if !reader.is_finished() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut *reader).await;
+            }
+        }
     }
 
     /// Waits up to `bound` for it to exit; None if it still runs.
