@@ -44,8 +44,42 @@ else
         "(rustup toolchain install $msrv to check them)" >&2
 fi
 
-step "cargo test"
-cargo test --workspace --locked
+step "cargo test, every proxy variable pointing at a trap that must see no connection"
+# Test traffic stays on loopback whatever the environment says: every proxy variable points at
+# proxy-trap, which records each connection made to it, and the run fails if it recorded one.
+# (Tests that exercise a program's proxy support set the variables for that child alone.) The
+# suite runs once, with the variables set; --offline keeps cargo itself off them (clippy above
+# has fetched everything).
+cargo build --locked --quiet -p demo-testkit --bin proxy-trap
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+trap_dir=$(mktemp -d)
+"$target_dir/debug/proxy-trap" "$trap_dir/address" "$trap_dir/record" &
+trap_pid=$!
+stop_trap() {
+  kill "$trap_pid" 2>/dev/null || true
+  wait "$trap_pid" 2>/dev/null || true
+  rm -rf "$trap_dir"
+}
+trap stop_trap EXIT
+for _ in $(seq 100); do
+  [[ -s "$trap_dir/address" ]] && break
+  sleep 0.1
+done
+[[ -s "$trap_dir/address" ]] || { echo "test: proxy-trap did not start" >&2; exit 1; }
+trap_url="http://$(cat "$trap_dir/address")"
+env -u NO_PROXY -u no_proxy \
+  http_proxy="$trap_url" HTTP_PROXY="$trap_url" \
+  https_proxy="$trap_url" HTTPS_PROXY="$trap_url" \
+  all_proxy="$trap_url" ALL_PROXY="$trap_url" \
+  cargo test --workspace --locked --offline
+if [[ -s "$trap_dir/record" ]]; then
+  echo "test: these connections went to the proxy variables' address instead of loopback:" >&2
+  cat "$trap_dir/record" >&2
+  exit 1
+fi
+stop_trap
+trap - EXIT
 
 step "k8s/: schemas, mesh checks, checkov, hadolint, shellcheck"
 bash k8s/tests/run.sh

@@ -1,0 +1,4 @@
+//! hello-cf's integration tests, one test binary (each file below is a module).
+
+mod cloud_foundry;
+mod hello;
