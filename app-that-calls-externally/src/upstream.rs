@@ -4,8 +4,7 @@
 //! next request on it, with no pool round trip per request: no checkout, no hand-back after the
 //! response body, no task spawned to do that. When the client connection ends, its upstream
 //! connection is parked in a shared idle list, where the next new client connection picks it up;
-//! parked connections are closed after [`IDLE_TIMEOUT`]. This saves the checkout and hand-back
-//! that hyper-util's pooled legacy `Client` does for every request.
+//! parked connections are closed after [`IDLE_TIMEOUT`].
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
