@@ -4,11 +4,7 @@
 //! next request on it, with no pool round trip per request: no checkout, no hand-back after the
 //! response body, no task spawned to do that. When the client connection ends, its upstream
 //! connection is parked in a shared idle list, where the next new client connection picks it up;
-//! parked connections are closed after [`IDLE_TIMEOUT`]. Against hyper-util's pooled legacy
-//! `Client` on the same connector this runs about 27,000 instructions per request instead of
-//! 36,000 (callgrind, release build on one CPU, keep-alive requests to a local hello-cf over 16
-//! or 64 connections), and the benchmark measured 1.4-2.6 µs less CPU per request
-//! (bench/README.md).
+//! parked connections are closed after [`IDLE_TIMEOUT`].
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
