@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use demo_common::logging::LogFormat;
@@ -73,10 +74,15 @@ pub fn app(version: HelloVersion, readiness: Readiness) -> Router {
     Router::new()
         .route(
             "/",
-            get(move |method: Method, headers: HeaderMap| async move {
-                log_request(&method, "/", &headers);
+            // The whole request, not the `Method` and `HeaderMap` extractors: those clone the
+            // method and every header of every request only for a debug line.
+            get(move |request: Request| async move {
+                log_request(request.method(), "/", request.headers());
                 (
-                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    )],
                     greeting,
                 )
             }),
