@@ -2,11 +2,10 @@
 //! connection (see `upstream`); the upstream's status, headers and body come back unchanged.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -60,10 +59,12 @@ impl Proxy {
         self.shared.route.to_string()
     }
 
-    /// The service for one client connection of the forwarding port: its requests share
-    /// one upstream connection.
+    /// The service for one client connection of the forwarding port, from `peer`: its
+    /// requests share one upstream connection, and the peer is known once per connection
+    /// rather than looked up in each request's extensions.
     pub fn connection_service(
         &self,
+        peer: SocketAddr,
     ) -> impl tower::Service<
         Request<Incoming>,
         Response = Response<ProxyBody>,
@@ -74,10 +75,11 @@ impl Proxy {
     + use<> {
         let proxy = self.clone();
         let upstream = self.shared.upstreams.for_connection();
+        let peer = peer.ip();
         tower::service_fn(move |request| {
             let proxy = proxy.clone();
             let upstream = upstream.clone();
-            async move { Ok(proxy.forward(&upstream, request).await) }
+            async move { Ok(proxy.forward(&upstream, peer, request).await) }
         })
     }
 
@@ -85,6 +87,7 @@ impl Proxy {
     async fn forward(
         &self,
         upstream: &ConnectionUpstream,
+        peer: IpAddr,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
         // Only pay for the request line and the clock when the line is logged.
@@ -95,7 +98,7 @@ impl Proxy {
                 request.uri().path().to_owned(),
             )
         });
-        let response = self.dispatch(upstream, request).await;
+        let response = self.dispatch(upstream, peer, request).await;
         if let Some((started, method, path)) = logged {
             tracing::debug!(
                 %method,
@@ -111,6 +114,7 @@ impl Proxy {
     async fn dispatch(
         &self,
         upstream: &ConnectionUpstream,
+        peer: IpAddr,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let shared = &*self.shared;
@@ -127,14 +131,10 @@ impl Proxy {
                 "the request target must be a path\n".into(),
             );
         };
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip());
         headers::prepare_request(
             &mut parts.headers,
             shared.upstream.host_header(),
-            peer,
+            Some(peer),
             shared.route.request_credentials(),
         );
         parts.uri = if shared.route.absolute_form() {
