@@ -2,18 +2,21 @@
 //! Foundry runs it twice (`hello-istio-v1`, `hello-istio-v2`). It answers `GET /` byte for byte
 //! as the static files it replaces did, so logs and tests read the same.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use demo_common::logging::LogFormat;
 use demo_common::server::{Drain, Readiness, Server, ServerOptions, health_routes};
+use tower::ServiceExt as _;
 
 /// Configuration; every flag has an env-var twin because Cloud Foundry passes config as env.
 #[derive(Debug, Clone, clap::Parser)]
@@ -71,6 +74,7 @@ impl HelloVersion {
 /// The routes: the greeting at `/`, health at `/healthz` and `/readyz`, 404 elsewhere.
 pub fn app(version: HelloVersion, readiness: Readiness) -> Router {
     let greeting = version.greeting();
+    let length = HeaderValue::from(greeting.len());
     Router::new()
         .route(
             "/",
@@ -78,17 +82,58 @@ pub fn app(version: HelloVersion, readiness: Readiness) -> Router {
             // method and every header of every request only for a debug line.
             get(move |request: Request| async move {
                 log_request(request.method(), "/", request.headers());
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/html; charset=utf-8"),
-                    )],
-                    greeting,
-                )
+                greeting_response(greeting, length)
             }),
         )
         .merge(health_routes(readiness))
         .fallback(not_found)
+}
+
+/// `200 text/html` with the greeting, headed as axum heads it.
+fn greeting_response(greeting: &'static str, length: HeaderValue) -> Response<Body> {
+    let mut response = Response::new(Body::from(greeting));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, length);
+    response
+}
+
+/// What the server runs: `GET /`, the hot path, answered here; every other request by [`app`]'s
+/// router. Through the router each greeting paid for a route lookup, the URL parameters axum
+/// keeps in an extensions map it allocates for every request, and the boxed route service
+/// (bench/README.md, "bench/profile.sh"). The answer is the same either way.
+pub fn service<B>(
+    version: HelloVersion,
+    readiness: Readiness,
+) -> impl tower::Service<
+    hyper::Request<B>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let router = app(version, readiness);
+    let greeting = version.greeting();
+    let length = HeaderValue::from(greeting.len());
+    tower::service_fn(move |request: hyper::Request<B>| {
+        let router = router.clone();
+        let length = length.clone();
+        async move {
+            if request.method() == Method::GET && request.uri().path() == "/" {
+                log_request(request.method(), "/", request.headers());
+                return Ok(greeting_response(greeting, length));
+            }
+            router.oneshot(request).await
+        }
+    })
 }
 
 async fn not_found(method: Method, uri: Uri, headers: HeaderMap) -> impl IntoResponse {
@@ -150,9 +195,9 @@ impl HelloServer {
     /// Serves until `shutdown` resolves, then fails readiness and drains.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Drain {
         let readiness = self.readiness.clone();
-        let app = app(self.version, self.readiness);
+        let service = service(self.version, self.readiness);
         self.server
-            .serve(app, async move {
+            .serve(service, async move {
                 shutdown.await;
                 readiness.set_not_ready();
             })
@@ -164,5 +209,49 @@ impl Config {
     /// Whether the server speaks HTTPS.
     pub fn tls(&self) -> bool {
         self.tls_cert.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(
+        service: impl tower::Service<
+            hyper::Request<Body>,
+            Response = Response<Body>,
+            Error = Infallible,
+        >,
+        method: Method,
+        path: &str,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .expect("request");
+        let response = service.oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, 1024).await.expect("body");
+        (parts.status, parts.headers, body)
+    }
+
+    /// The direct answer to `GET /` must be what the router answers, header for header.
+    #[tokio::test]
+    async fn the_greeting_is_the_same_with_or_without_the_router() {
+        for version in [HelloVersion::V1, HelloVersion::V2] {
+            for (method, path) in [
+                (Method::GET, "/"),
+                (Method::GET, "/?x=1"),
+                (Method::HEAD, "/"),
+                (Method::POST, "/"),
+                (Method::GET, "/nope"),
+            ] {
+                let direct =
+                    answer(service(version, Readiness::ready()), method.clone(), path).await;
+                let routed = answer(app(version, Readiness::ready()), method.clone(), path).await;
+                assert_eq!(direct, routed, "{method} {path}");
+            }
+        }
     }
 }
