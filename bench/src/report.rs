@@ -118,6 +118,8 @@ pub struct Footprint {
     pub idle_rss_kib: Vec<u64>,
     pub load_rss_kib: Option<u64>,
     pub hwm_kib: Option<u64>,
+    /// VmRSS 2 s after the last load run: what it keeps after a spike.
+    pub after_load_rss_kib: Option<u64>,
     /// Whether the idle-RSS and binary targets apply (our programs).
     pub ours: bool,
 }
@@ -457,21 +459,22 @@ fn render_footprints(out: &mut String, footprints: &[Footprint], interval: Durat
     let _ = writeln!(out, "\n### Size, start-up and memory\n");
     let _ = writeln!(
         out,
-        "| program | binary | start-up to first answer | idle RSS | RSS under load | peak RSS (VmHWM) |"
+        "| program | binary | start-up to first answer | idle RSS | RSS under load | peak RSS (VmHWM) | RSS 2 s after the load |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
     for f in footprints {
         let startup =
             median(f.startup.iter().map(Duration::as_secs_f64)).map(Duration::from_secs_f64);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             f.label,
             f.binary.as_deref().unwrap_or("–"),
             opt(startup.map(duration)),
             opt(median_u64(&f.idle_rss_kib).map(mib)),
             opt(f.load_rss_kib.map(mib)),
             opt(f.hwm_kib.map(mib)),
+            opt(f.after_load_rss_kib.map(mib)),
         );
     }
     let _ = writeln!(

@@ -27,6 +27,8 @@ const CONTENT_TYPE: &str = "text/html; charset=utf-8";
 const START_DEADLINE: Duration = Duration::from_secs(20);
 /// Settling time before the idle RSS is read.
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
+/// Time after the last load run before the RSS "after load" is read.
+const AFTER_LOAD_SETTLE: Duration = Duration::from_secs(2);
 /// How often /proc is read while wrk runs.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
@@ -435,6 +437,8 @@ impl Bench {
             }
         }
         if placement.pinning == Pinning::Pinned {
+            // What each keeps once the load is over: an allocator may hand memory back.
+            thread::sleep(AFTER_LOAD_SETTLE);
             for (contender, series) in contenders.iter_mut().zip(&series) {
                 if contender.program.is_reference() {
                     continue;
@@ -443,6 +447,7 @@ impl Bench {
                 let footprint = self.report.footprint(contender.program.label());
                 footprint.hwm_kib = Some(usage.hwm_kib);
                 footprint.load_rss_kib = series.load_rss_kib();
+                footprint.after_load_rss_kib = Some(usage.rss_kib);
             }
         }
         Ok(Comparison {

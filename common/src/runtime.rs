@@ -13,8 +13,7 @@ use tokio::runtime::{Builder, Runtime};
 /// One CPU is the common case in the demo: a Kubernetes CPU limit of one core or less (the
 /// proxy's is 500m; the standard library reads the cgroup quota), or `taskset` to one core.
 /// There a work-stealing scheduler has nobody to share work with and only adds bookkeeping: run
-/// queues kept for stealing, idle workers to wake, a driver handed between threads. Pinned to one CPU in the benchmark, the
-/// proxy spends 6-15 % less CPU per request on the single-threaded runtime (bench/README.md).
+/// queues kept for stealing, idle workers to wake, a driver handed between threads.
 /// `TOKIO_WORKER_THREADS`, when set, keeps the multi-threaded runtime with that many workers.
 pub fn for_available_cpus() -> io::Result<Runtime> {
     let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
