@@ -37,8 +37,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=50))]
     pub rounds: u32,
 
-    /// Length of one measured wrk run, in whole seconds (`5s`).
-    #[arg(long, env = "BENCH_DURATION", default_value = "5s", value_parser = parse_whole_seconds)]
+    /// Length of one measured wrk run, in whole seconds (`4s`).
+    #[arg(long, env = "BENCH_DURATION", default_value = "4s", value_parser = parse_whole_seconds)]
     pub duration: Duration,
 
     /// Unmeasured wrk run before the rounds of each connection count (`0` skips it).
@@ -258,7 +258,7 @@ mod tests {
     fn defaults_describe_the_documented_run() {
         let config = parse(&[]).expect("defaults parse");
         assert_eq!(config.rounds, 3);
-        assert_eq!(config.duration, Duration::from_secs(5));
+        assert_eq!(config.duration, Duration::from_secs(4));
         assert_eq!(config.connections, vec![16, 64, 256]);
         assert_eq!(config.server_cpus, Cpus::List("0".into()));
         assert_eq!(config.load_cpus, Cpus::List("1".into()));
