@@ -14,6 +14,9 @@
 #
 #   bench/profile.sh DIR...            each DIR holds hello-cf and app-that-calls-externally
 #   PROFILE_SECONDS=10 PROFILE_CONNECTIONS=16 bench/profile.sh target/release /tmp/before
+#   PROFILE_PROGRAMS=hello-cf bench/profile.sh DIR...   one program only
+#
+# PROFILE_CONNECTIONS=1 gives figures that repeat within about 1 % (one request per wake-up).
 #
 # Needs valgrind, perf (linux-perf), wrk and python3; all traffic on 127.0.0.1.
 set -euo pipefail

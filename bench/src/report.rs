@@ -354,7 +354,7 @@ impl Report {
                             check.throughput_ratio(),
                             opt(check.ours.cpu_per_request.map(micros)),
                             micros(check.best_cpu),
-                            opt(check.cpu_ratio().map(|r| format!("{r:.2}× less"))),
+                            opt(check.cpu_ratio().map(|r| format!("{r:.2}×"))),
                             duration(check.ours.p99),
                             duration(check.best_p99),
                         ),
@@ -371,7 +371,7 @@ impl Report {
         let _ = writeln!(out, "\n### Headline: ours against the best-tuned peer\n");
         let _ = writeln!(
             out,
-            "| program | pinning | connections | best-tuned peer (most req/s) | req/s ratio | CPU per request, ours / lowest peer's | p99, ours / lowest peer's |"
+            "| program | pinning | connections | best-tuned peer (most req/s) | req/s, ours ÷ peer's | CPU per request, ours / lowest peer's (peer's ÷ ours) | p99, ours / lowest peer's |"
         );
         let _ = writeln!(out, "|---|---|---:|---|---:|---:|---:|");
         for row in rows {
