@@ -152,7 +152,7 @@ impl Program {
 }
 
 /// Start-up and idle memory: ours and the peers.
-const STARTUP_PROGRAMS: [Program; 9] = [
+const STARTUP_PROGRAMS: [Program; 8] = [
     Program::HelloCf,
     Program::NginxStatic,
     Program::NginxStaticfile,
@@ -161,7 +161,6 @@ const STARTUP_PROGRAMS: [Program; 9] = [
     Program::Haproxy,
     Program::Envoy,
     Program::NginxProxyPerRequest,
-    Program::ByteRelay,
 ];
 
 /// Where the programs under test and wrk run, and how many workers the peers get.
@@ -290,9 +289,6 @@ impl Bench {
         let recorder = Recorder::start(Duration::ZERO)?;
         for _ in 0..self.config.rounds {
             for program in STARTUP_PROGRAMS {
-                if program.is_reference() {
-                    continue;
-                }
                 let upstream = program.needs_upstream().then_some(upstream.addr);
                 let mut launched = self.launch(program, upstream, &placement)?;
                 thread::sleep(IDLE_SETTLE);
