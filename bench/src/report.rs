@@ -97,9 +97,31 @@ pub struct Comparison {
     pub connections: Vec<u32>,
     pub series: Vec<Series>,
     pub target: Option<Target>,
+    /// The series that is the floor of this comparison (the byte relay), if any.
+    pub floor: Option<usize>,
 }
 
 impl Comparison {
+    /// What the floor (a contender doing no HTTP) serves against the best peer, in the same
+    /// run: a throughput target above that margin is beyond what any proxy reaches here.
+    fn floor_line(&self, checks: &[&verdict::Check]) -> Option<String> {
+        let floor = self.series.get(self.floor?)?;
+        let ratios: Vec<f64> = checks
+            .iter()
+            .filter_map(|check| {
+                let summary = floor.at(check.connections)?;
+                (summary.failures == 0)
+                    .then(|| summary.requests_per_second / check.best_requests_per_second)
+            })
+            .collect();
+        let low = ratios.iter().copied().min_by(f64::total_cmp)?;
+        let high = ratios.iter().copied().max_by(f64::total_cmp)?;
+        Some(format!(
+            "floor ({}): {} serves {low:.2}-{high:.2}× the best peer's requests/s in the same run",
+            self.pinning, floor.label
+        ))
+    }
+
     fn checks(&self, target: &Target) -> Vec<Result<verdict::Check, String>> {
         self.connections
             .iter()
@@ -277,6 +299,9 @@ impl Report {
                     )
                 )
             ));
+            if let Some(floor) = comparison.floor_line(&clean) {
+                lines.push(floor);
+            }
             lines.push(format!(
                 "{} {ours} ({pinning}) p99 no worse than {peers} at every connection count{}",
                 p99.mark(),
@@ -630,6 +655,7 @@ mod tests {
                 throughput: 1.2,
                 cpu: 1.0,
             }),
+            floor: None,
         }
     }
 
@@ -688,6 +714,26 @@ mod tests {
         );
         assert!(
             text.contains("**MISSED**: hello-cf (pinned) p99 no worse"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_floor_is_quoted_against_the_best_peer() {
+        let mut comparison = static_comparison(vec![run(16, 100.0, 3)]);
+        comparison
+            .series
+            .push(series("byte relay", vec![run(16, 125.0, 1)]));
+        comparison.floor = Some(2);
+        let report = Report {
+            comparisons: vec![comparison],
+            ..Report::default()
+        };
+        let text = report.render();
+        assert!(
+            text.contains(
+                "- floor (pinned): byte relay serves 1.25-1.25× the best peer's requests/s"
+            ),
             "{text}"
         );
     }

@@ -349,6 +349,7 @@ impl Bench {
             None,
             placement,
             Some(static_target()),
+            None,
         )?;
         self.report.comparisons.push(comparison);
         Ok(())
@@ -369,6 +370,7 @@ impl Bench {
             programs.push(Program::NginxProxyPerRequest);
         }
         programs.push(Program::ByteRelay);
+        let floor = programs.len() - 1;
         if self.config.baseline_proxy.is_some() {
             programs.push(Program::BaselineProxy);
         }
@@ -378,6 +380,7 @@ impl Bench {
             Some(upstream.addr),
             placement,
             Some(proxy_target()),
+            Some(floor),
         )?;
         self.report.comparisons.push(comparison);
         drop(upstream);
@@ -393,6 +396,7 @@ impl Bench {
         upstream: Option<SocketAddr>,
         placement: &Placement,
         target: Option<Target>,
+        floor: Option<usize>,
     ) -> anyhow::Result<Comparison> {
         let mut contenders = Vec::new();
         for &program in programs {
@@ -452,6 +456,7 @@ impl Bench {
             connections,
             series,
             target,
+            floor,
         })
     }
 
