@@ -299,9 +299,6 @@ impl Report {
                     )
                 )
             ));
-            if let Some(floor) = comparison.floor_line(&clean) {
-                lines.push(floor);
-            }
             lines.push(format!(
                 "{} {ours} ({pinning}) p99 no worse than {peers} at every connection count{}",
                 p99.mark(),
@@ -310,6 +307,9 @@ impl Report {
                     _ => String::new(),
                 }
             ));
+            if let Some(floor) = comparison.floor_line(&clean) {
+                lines.push(floor);
+            }
         }
         for footprint in self.footprints.iter().filter(|f| f.ours) {
             if let Some(idle) = median_u64(&footprint.idle_rss_kib) {
