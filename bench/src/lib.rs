@@ -1,9 +1,13 @@
-//! The side-by-side benchmark of issue 6: the demo's programs against what the older demo ran
-//! (nginx with the staticfile buildpack's settings, nginx `proxy_pass`, a `sleep` loop with
-//! curl), in one run on one machine, with every contender started, loaded and measured the
-//! same way.
+//! The side-by-side benchmark: the demo's programs against the peers a user would pick instead,
+//! tuned for the job (nginx, HAProxy, and Envoy, the mesh's own proxy), and against what the
+//! older demo ran (nginx with the staticfile buildpack's settings, nginx `proxy_pass`, a `sleep`
+//! loop with curl), in one run on one machine, pinned and unpinned, with every contender
+//! started, loaded and measured the same way.
 
 pub mod config;
+pub mod envoy;
+pub mod haproxy;
+pub mod listen;
 pub mod nginx;
 pub mod probe;
 pub mod procs;
@@ -12,4 +16,5 @@ pub mod relay;
 pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod verdict;
 pub mod wrk;

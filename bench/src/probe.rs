@@ -16,10 +16,16 @@ pub struct Answer {
 
 /// `GET /` with `Connection: close`; every step bounded by `timeout`.
 pub fn get(addr: SocketAddr, timeout: Duration) -> io::Result<Answer> {
+    get_path(addr, "/", timeout)
+}
+
+/// `GET <path>` with `Connection: close`; every step bounded by `timeout`.
+pub fn get_path(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Answer> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw)
@@ -140,14 +146,30 @@ mod tests {
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
     }
 
+    /// A socket bound to a loopback port the OS picks, not listening: connections to it are
+    /// refused until `listen` is called, and no other program can take the port meanwhile.
+    fn bound_socket() -> (socket2::Socket, SocketAddr) {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket
+            .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+            .expect("bind");
+        let addr = socket
+            .local_addr()
+            .expect("address")
+            .as_socket()
+            .expect("inet");
+        (socket, addr)
+    }
+
     #[test]
     fn first_answer_waits_for_a_server_that_starts_late() {
-        let port = crate::procs::free_port().expect("free port");
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let (socket, addr) = bound_socket();
         let started = Instant::now();
         let server = thread::spawn(move || {
             thread::sleep(Duration::from_millis(100));
-            let listener = TcpListener::bind(addr).expect("bind the reserved port");
+            socket.listen(16).expect("listen");
+            let listener: TcpListener = socket.into();
             let (mut stream, _) = listener.accept().expect("accept");
             let mut request = [0u8; 1024];
             let _ = stream.read(&mut request);
@@ -163,8 +185,8 @@ mod tests {
 
     #[test]
     fn first_answer_gives_up_when_the_child_is_gone() {
-        let port = crate::procs::free_port().expect("free port");
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        // Kept bound for the whole test: the port refuses, and stays ours.
+        let (_socket, addr) = bound_socket();
         let error = first_answer(addr, b"", Instant::now(), Duration::from_secs(20), || false)
             .expect_err("nobody listens");
         assert!(error.starts_with("exited before answering"), "{error}");

@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -33,14 +32,6 @@ pub fn command(program: &Path, cpus: &Cpus) -> Command {
         command.env("PATH", path);
     }
     command
-}
-
-/// A free loopback port, picked by the OS. Children that cannot be told "port 0" (nginx) get
-/// one of these; the window between closing it here and the child binding it is short.
-pub fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
 }
 
 /// A running child; stopped (SIGTERM, then SIGKILL) when dropped.

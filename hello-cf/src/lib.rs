@@ -5,18 +5,21 @@
 
 pub mod faults;
 
+use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use demo_common::logging::LogFormat;
 use demo_common::server::{Drain, Readiness, Server, ServerOptions, health_routes};
+use tower::ServiceExt as _;
 
 use crate::faults::{Delay, Faults, Percent};
 
@@ -102,32 +105,31 @@ impl HelloVersion {
 /// `/readyz` (never faulted), 404 elsewhere.
 pub fn app(version: HelloVersion, faults: Faults, readiness: Readiness) -> Router {
     let greeting = version.greeting();
+    let length = HeaderValue::from(greeting.len());
     let greet = move |method: &Method, headers: &HeaderMap| {
         log_request(method, "/", headers);
-        (
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            greeting,
-        )
-            .into_response()
+        greeting_response(greeting, length.clone())
     };
     // Without faults the route is the plain greeting: the hot path pays nothing for them.
     let root = if faults.is_off() {
-        get(move |method: Method, headers: HeaderMap| async move { greet(&method, &headers) })
+        // The whole request, not the `Method` and `HeaderMap` extractors: those clone the
+        // method and every header of every request only for a debug line.
+        get(move |request: Request| async move { greet(request.method(), request.headers()) })
     } else {
         let failure = Bytes::from(version.failure_body(faults.fail_percent));
         let status =
             StatusCode::from_u16(faults.fail_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        get(move |method: Method, headers: HeaderMap| async move {
+        get(move |request: Request| async move {
             let verdict = faults.draw();
             if !verdict.delay.is_zero() {
                 // Only this request waits; the connection's task sleeps, nothing else does.
                 tokio::time::sleep(verdict.delay).await;
             }
             if verdict.fail {
-                log_request(&method, "/", &headers);
+                log_request(request.method(), "/", request.headers());
                 failure_response(status, failure.clone())
             } else {
-                greet(&method, &headers)
+                greet(request.method(), request.headers())
             }
         })
     };
@@ -137,13 +139,62 @@ pub fn app(version: HelloVersion, faults: Faults, readiness: Readiness) -> Route
         .fallback(not_found)
 }
 
-fn failure_response(status: StatusCode, body: Bytes) -> Response {
+fn failure_response(status: StatusCode, body: Bytes) -> Response<Body> {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         body,
     )
         .into_response()
+}
+
+/// `200 text/html` with the greeting, headed as axum heads it.
+fn greeting_response(greeting: &'static str, length: HeaderValue) -> Response<Body> {
+    let mut response = Response::new(Body::from(greeting));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, length);
+    response
+}
+
+/// What the server runs: `GET /`, the hot path, answered here; every other request by [`app`]'s
+/// router. Through the router each greeting paid for a route lookup, the URL parameters axum
+/// keeps in an extensions map it allocates for every request, and the boxed route service
+/// (bench/README.md, "bench/profile.sh"). The answer is the same either way.
+pub fn service<B>(
+    version: HelloVersion,
+    faults: Faults,
+    readiness: Readiness,
+) -> impl tower::Service<
+    hyper::Request<B>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let direct_greeting = faults.is_off();
+    let router = app(version, faults, readiness);
+    let greeting = version.greeting();
+    let length = HeaderValue::from(greeting.len());
+    tower::service_fn(move |request: hyper::Request<B>| {
+        let router = router.clone();
+        let length = length.clone();
+        async move {
+            if direct_greeting && request.method() == Method::GET && request.uri().path() == "/" {
+                log_request(request.method(), "/", request.headers());
+                return Ok(greeting_response(greeting, length));
+            }
+            router.oneshot(request).await
+        }
+    })
 }
 
 async fn not_found(method: Method, uri: Uri, headers: HeaderMap) -> impl IntoResponse {
@@ -207,9 +258,9 @@ impl HelloServer {
     /// Serves until `shutdown` resolves, then fails readiness and drains.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Drain {
         let readiness = self.readiness.clone();
-        let app = app(self.version, self.faults, self.readiness);
+        let service = service(self.version, self.faults, self.readiness);
         self.server
-            .serve(app, async move {
+            .serve(service, async move {
                 shutdown.await;
                 readiness.set_not_ready();
             })
@@ -229,6 +280,59 @@ impl Config {
             fail_percent: self.fail_percent,
             fail_status: self.fail_status,
             delay: self.delay,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(
+        service: impl tower::Service<
+            hyper::Request<Body>,
+            Response = Response<Body>,
+            Error = Infallible,
+        >,
+        method: Method,
+        path: &str,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .expect("request");
+        let response = service.oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, 1024).await.expect("body");
+        (parts.status, parts.headers, body)
+    }
+
+    /// The direct answer to `GET /` must be what the router answers, header for header.
+    #[tokio::test]
+    async fn the_greeting_is_the_same_with_or_without_the_router() {
+        for version in [HelloVersion::V1, HelloVersion::V2] {
+            for (method, path) in [
+                (Method::GET, "/"),
+                (Method::GET, "/?x=1"),
+                (Method::HEAD, "/"),
+                (Method::POST, "/"),
+                (Method::GET, "/nope"),
+            ] {
+                let direct = answer(
+                    service(version, Faults::default(), Readiness::ready()),
+                    method.clone(),
+                    path,
+                )
+                .await;
+                let routed = answer(
+                    app(version, Faults::default(), Readiness::ready()),
+                    method.clone(),
+                    path,
+                )
+                .await;
+                assert_eq!(direct, routed, "{method} {path}");
+            }
         }
     }
 }

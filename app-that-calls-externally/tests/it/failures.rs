@@ -64,6 +64,38 @@ async fn silent_upstream_gives_504_after_the_timeout() {
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
 }
 
+/// The response timer is kept per client connection and re-armed for each request: it must
+/// give every slow request on one connection its full time, then a 504, and let fast
+/// requests between them through.
+#[tokio::test]
+async fn each_request_on_one_connection_gets_the_whole_timeout() {
+    let upstream = Upstream::start(|request: http::Request<hyper::body::Incoming>| async move {
+        if request.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        answer(200, "text/plain", "fast\n")
+    })
+    .await;
+    let proxy = start(&config_with_timeout(&upstream.url("/"), "300ms")).await;
+    let mut client = Client::connect(proxy.proxy).await;
+    for path in ["/fast", "/slow", "/fast", "/slow", "/fast"] {
+        let started = Instant::now();
+        let (status, _, body) = client
+            .fetch(request("GET", path).body(full("")).unwrap())
+            .await;
+        let elapsed = started.elapsed();
+        if path == "/slow" {
+            assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{path}: {body:?}");
+            assert!(
+                elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(10),
+                "{path} answered after {elapsed:?}"
+            );
+        } else {
+            assert_eq!((status, text(&body)), (StatusCode::OK, "fast\n"), "{path}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn response_body_broken_mid_stream_is_cut_for_the_client() {
     let upstream = raw_upstream(|mut stream| async move {

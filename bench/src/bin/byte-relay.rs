@@ -10,7 +10,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "byte-relay", version, about, long_about = None)]
 struct Config {
-    /// Port to listen on.
+    /// Port to listen on (0: one the OS picks, logged as `address=`).
     #[arg(long, env = "PORT")]
     port: u16,
     /// Address to listen on.
@@ -28,6 +28,10 @@ fn main() -> ExitCode {
         let address = SocketAddr::new(config.bind_address, config.port);
         match tokio::net::TcpListener::bind(address).await {
             Ok(listener) => {
+                match listener.local_addr() {
+                    Ok(address) => tracing::info!(%address, "byte-relay listening"),
+                    Err(error) => tracing::warn!(%error, "listening on an unknown address"),
+                }
                 bench_tools::relay::serve(listener, config.upstream).await;
                 ExitCode::SUCCESS
             }

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# CPU cost per request that other load on the machine does not move, for one or more builds of
+# hello-cf and the proxy, measured in one run so that builds can be compared:
+#
+# - instructions per request: the server runs under valgrind's callgrind (user space only,
+#   pinned to one CPU, so it runs tokio's single-threaded runtime as in the pinned bench);
+#   `callgrind_control --zero` after a warm-up, then a timed wrk run, then
+#   `callgrind_control --dump`; total instructions / requests wrk completed (the few requests
+#   still in flight when wrk stops, at most one per connection, are counted in the
+#   instructions but not in the requests: under 1 % at the default settings).
+# - system calls per request: the same load against the server running natively, counted with
+#   `perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_<name>` attached to its pid (the
+#   kernel's share of the cost, which callgrind does not see).
+#
+#   bench/profile.sh DIR...            each DIR holds hello-cf and app-that-calls-externally
+#   PROFILE_SECONDS=10 PROFILE_CONNECTIONS=16 bench/profile.sh target/release /tmp/before
+#   PROFILE_PROGRAMS=hello-cf bench/profile.sh DIR...   one program only
+#
+# PROFILE_CONNECTIONS=1 gives figures that repeat within about 1 % (one request per wake-up).
+#
+# Needs valgrind, perf (linux-perf), wrk and python3; all traffic on 127.0.0.1.
+set -euo pipefail
+seconds=${PROFILE_SECONDS:-10}
+connections=${PROFILE_CONNECTIONS:-16}
+warmup=${PROFILE_WARMUP:-2}
+programs=${PROFILE_PROGRAMS:-hello-cf app-that-calls-externally}
+(($#)) || {
+  echo "usage: bench/profile.sh BIN_DIR..." >&2
+  exit 2
+}
+for tool in valgrind callgrind_control perf wrk python3 taskset; do
+  command -v "$tool" >/dev/null || {
+    echo "profile: $tool is missing (apt-get install valgrind linux-perf wrk)" >&2
+    exit 2
+  }
+done
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# timed ADDRESS SECONDS: one wrk run; prints the requests it completed.
+timed() {
+  wrk -t"$((connections < 2 ? 1 : 2))" -c"$connections" -d"$2"s --timeout 60s "http://$1/" >"$work/wrk.out" 2>&1
+  if grep -q -e "Non-2xx" -e "Socket errors" "$work/wrk.out"; then
+    echo "profile: failed requests against $1:" >&2
+    cat "$work/wrk.out" >&2
+    exit 1
+  fi
+  awk '/ requests in /{print $1}' "$work/wrk.out"
+}
+
+# start LOG KEY COMMAND...: starts COMMAND (PORT=0); sets started_pid and started_addr (read
+# from its log line: the programs listen on a port the OS picks and log it).
+start() {
+  local log=$1 key=$2
+  shift 2
+  env -i PATH="$PATH" PORT=0 ADMIN_PORT=0 BIND_ADDRESS=127.0.0.1 HELLO_VERSION=v1 \
+    UPSTREAM_URL="${upstream_url:-}" "$@" >"$log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  local address=""
+  for _ in $(seq 1 3000); do
+    address=$(grep -o "$key=[0-9.:]*" "$log" 2>/dev/null | head -1 | cut -d= -f2 || true)
+    [[ -n $address ]] && break
+    kill -0 "$pid" 2>/dev/null || {
+      echo "profile: $* exited: $(tail -3 "$log")" >&2
+      exit 1
+    }
+    sleep 0.01
+  done
+  [[ -n $address ]] || {
+    echo "profile: no $key= in $log" >&2
+    exit 1
+  }
+  started_pid=$pid
+  started_addr=$address
+}
+
+stop() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# measure DIR PROGRAM: prints one markdown row.
+measure() {
+  local dir=$1 program=$2 key=address
+  upstream_url=""
+  local upstream_pid=""
+  if [[ $program == app-that-calls-externally ]]; then
+    key=proxy_addr
+    start "$work/upstream.log" address taskset -c 0 "$dir/hello-cf"
+    upstream_pid=$started_pid
+    upstream_url="http://$started_addr/"
+  fi
+  # Instructions, under callgrind.
+  start "$work/cg.log" "$key" taskset -c 0 \
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg.out.%p" "$dir/$program"
+  local pid=$started_pid addr=$started_addr
+  timed "$addr" "$warmup" >/dev/null
+  callgrind_control --zero "$pid" >/dev/null 2>&1
+  local answered
+  answered=$(timed "$addr" "$seconds") || exit 1
+  callgrind_control --dump "$pid" >/dev/null 2>&1
+  stop "$pid"
+  local instructions
+  instructions=$(grep -h '^totals:' "$work"/cg.out."$pid".* 2>/dev/null | awk '{s += $2} END {print s}')
+  rm -f "$work"/cg.out.*
+  # System calls, natively.
+  start "$work/native.log" "$key" taskset -c 0 "$dir/$program"
+  pid=$started_pid addr=$started_addr
+  timed "$addr" "$warmup" >/dev/null
+  perf stat -x, -o "$work/perf.out" -p "$pid" \
+    -e raw_syscalls:sys_enter,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait &
+  local perf_pid=$!
+  sleep 0.5
+  local native
+  native=$(timed "$addr" "$seconds") || exit 1
+  kill -INT "$perf_pid"
+  wait "$perf_pid" 2>/dev/null || true
+  stop "$pid"
+  [[ -n $upstream_pid ]] && stop "$upstream_pid"
+  python3 - "$dir" "$program" "$instructions" "$answered" "$native" "$work/perf.out" <<'EOF'
+import sys
+dir_, program, instructions, done, native, perf = sys.argv[1:]
+counts = {}
+for line in open(perf):
+    parts = line.strip().split(",")
+    if len(parts) > 2 and parts[0].isdigit():
+        counts[parts[2].split(":")[-1]] = int(parts[0])
+per = lambda name: counts.get(name, 0) / int(native)
+writes = per("sys_enter_write") + per("sys_enter_writev") + per("sys_enter_sendto")
+reads = per("sys_enter_read") + per("sys_enter_recvfrom")
+print(f"| {dir_} | {program} | {int(instructions) / int(done):,.0f} | {per('sys_enter'):.2f} | "
+      f"{writes:.2f} | {reads:.2f} | {per('sys_enter_epoll_wait'):.2f} |")
+EOF
+}
+
+echo "Command: PROFILE_SECONDS=$seconds PROFILE_CONNECTIONS=$connections PROFILE_WARMUP=$warmup bench/profile.sh $*"
+echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r), $(date -u +%Y-%m-%d)"
+echo
+echo "| build | program | instructions per request | syscalls per request | writes | reads | epoll_wait |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+for program in $programs; do
+  for dir in "$@"; do
+    measure "$dir" "$program"
+  done
+done
