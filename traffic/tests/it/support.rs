@@ -1,9 +1,9 @@
 //! The caller's own test pieces: an HTTP upstream recording what it was asked, and run
 //! helpers. The generic ones (dead ports, raw TCP upstreams) come from `demo_testkit`.
 //!
-//! The caller honours the proxy variables, as curl did; a test that runs it in-process starts
-//! with `rerun_without_proxy_variables!`, so that its calls to loopback go direct whatever the
-//! test machine's environment says.
+//! The caller honours the proxy variables, as curl did; a test that runs it in-process builds
+//! it with `no_proxy()` ([`direct_caller`]), so that its calls to loopback go direct whatever
+//! the test machine's environment says.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -127,9 +127,14 @@ pub fn config(url: &str) -> Config {
     }
 }
 
+/// A caller for `config` that ignores the proxy variables.
+pub fn direct_caller(config: &Config) -> Caller {
+    Caller::builder(config).no_proxy().build().unwrap()
+}
+
 /// Runs to COUNT and returns the report and the printed lines.
 pub async fn run_lines(config: &Config) -> (Report, Vec<String>) {
-    let caller = Caller::new(config).unwrap();
+    let caller = direct_caller(config);
     run_lines_with(config, caller, std::future::pending()).await
 }
 
