@@ -7,7 +7,6 @@
 
 pub mod client;
 pub mod exchange;
-pub mod isolation;
 pub mod memory;
 pub mod net;
 pub mod process;

@@ -235,6 +235,17 @@ impl Drop for ChildProcess {
     }
 }
 
+/// Runs `command` (named `name` in messages) to its exit with stdin closed and returns what it
+/// printed; fails the test after `bound`, and the child is killed then. As with
+/// [`ChildProcess::spawn`], the environment is the caller's choice (`env_clear()`).
+pub async fn output(name: &str, command: &mut Command, bound: Duration) -> std::process::Output {
+    command.stdin(Stdio::null()).kill_on_drop(true);
+    tokio::time::timeout(bound, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not exit within {bound:?}"))
+        .unwrap_or_else(|error| panic!("cannot run {name}: {error}"))
+}
+
 fn collect(stream: impl AsyncRead + Unpin + Send + 'static, log: &Arc<Log>) -> JoinHandle<()> {
     let log = Arc::clone(log);
     let mut lines = BufReader::new(stream).lines();
@@ -273,6 +284,27 @@ mod tests {
         assert!(status.success());
         let log = child.log();
         assert!(log.contains("one") && log.contains("out"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn output_gives_the_exit_and_both_streams() {
+        let out = output(
+            "bash",
+            &mut bash("echo out; echo err >&2; exit 3"),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(
+            (&out.stdout[..], &out.stderr[..]),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "did not exit within")]
+    async fn output_fails_a_child_that_outlives_its_bound() {
+        output("bash", &mut bash("sleep 60"), Duration::from_millis(200)).await;
     }
 
     #[tokio::test]

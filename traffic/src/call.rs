@@ -90,30 +90,37 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A caller resolving names through the system resolver.
+    /// A caller resolving names through the system resolver and honouring the proxy variables.
     pub fn new(config: &Config) -> Result<Self, BuildError> {
-        Self::build(config, Arc::new(SystemResolver))
+        Self::builder(config).build()
     }
 
-    /// A caller resolving names through `resolver` (tests use it so that no DNS query leaves
-    /// the machine).
-    pub fn with_resolver<R: Resolve + 'static>(
-        config: &Config,
-        resolver: R,
-    ) -> Result<Self, BuildError> {
-        Self::build(config, Arc::new(resolver))
+    /// A caller with a choice of resolver and of honouring the proxy variables.
+    pub fn builder(config: &Config) -> CallerBuilder<'_> {
+        CallerBuilder {
+            config,
+            resolver: Arc::new(SystemResolver),
+            proxy_variables: true,
+        }
     }
 
-    fn build(config: &Config, resolver: Arc<dyn Resolve>) -> Result<Self, BuildError> {
+    fn build(builder: CallerBuilder<'_>) -> Result<Self, BuildError> {
+        let CallerBuilder {
+            config,
+            resolver,
+            proxy_variables,
+        } = builder;
         demo_common::tls::install_crypto_provider();
         // Redirects follow reqwest's default policy (up to 10), as `curl -L` followed them.
         // Proxies come from http_proxy/https_proxy/NO_PROXY, as curl took them.
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .user_agent(concat!("traffic/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(NameReportingResolver { inner: resolver })
-            .build()?;
+            .dns_resolver(NameReportingResolver { inner: resolver });
+        if !proxy_variables {
+            client = client.no_proxy();
+        }
         Ok(Self {
-            client,
+            client: client.build()?,
             url: config.url.clone(),
             headers: crate::header::header_map(&config.headers),
             timeout: config.timeout,
@@ -154,6 +161,35 @@ impl Caller {
             status,
             body: body.into_field(),
         }
+    }
+}
+
+/// Builds a [`Caller`]: [`Caller::builder`], then [`CallerBuilder::build`].
+pub struct CallerBuilder<'a> {
+    config: &'a Config,
+    resolver: Arc<dyn Resolve>,
+    proxy_variables: bool,
+}
+
+impl CallerBuilder<'_> {
+    /// Resolves names through `resolver` (tests use it so that no DNS query leaves the
+    /// machine).
+    pub fn resolver<R: Resolve + 'static>(mut self, resolver: R) -> Self {
+        self.resolver = Arc::new(resolver);
+        self
+    }
+
+    /// Calls go straight to the URL's host, whatever `http_proxy`, `https_proxy` or
+    /// `ALL_PROXY` say. For tests, whose calls to loopback must stay there; the program itself
+    /// always honours the variables (in the mesh, `http_proxy` is how it reaches its sidecar),
+    /// so no flag turns them off.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy_variables = false;
+        self
+    }
+
+    pub fn build(self) -> Result<Caller, BuildError> {
+        Caller::build(self)
     }
 }
 

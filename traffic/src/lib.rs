@@ -22,7 +22,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-pub use call::{BuildError, CallError, Caller, Outcome};
+pub use call::{BuildError, CallError, Caller, CallerBuilder, Outcome};
 pub use config::{CallLimit, Config, SummaryEvery};
 use schedule::Schedule;
 use summary::Summaries;

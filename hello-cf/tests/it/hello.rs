@@ -1,47 +1,14 @@
 //! hello-cf over real loopback sockets: the greeting byte for byte, health, 404, HTTPS, the
 //! binary's configuration errors and its shutdown.
 
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser as _;
-use demo_testkit::process::Stdout;
-use demo_testkit::raw_http::{self, RawConnection};
+use demo_testkit::raw_http::RawConnection;
 use demo_testkit::tls::Issued;
-use demo_testkit::{ChildProcess, direct_client, direct_client_builder};
-use hello_cf::{Config, HelloServer, HelloVersion};
+use demo_testkit::{direct_client, direct_client_builder};
+use hello_cf::HelloVersion;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hello-cf");
-
-fn config(args: &[&str]) -> Config {
-    let mut argv = vec!["hello-cf", "--bind-address", "127.0.0.1", "--port", "0"];
-    argv.extend_from_slice(args);
-    Config::try_parse_from(argv).expect("valid test config")
-}
-
-/// Starts an in-process server; returns its address. The server lives as long as the runtime.
-async fn start(config: Config) -> SocketAddr {
-    let server = HelloServer::bind(&config).await.expect("bind");
-    let address = server.local_addr().expect("local addr");
-    tokio::spawn(server.serve(std::future::pending()));
-    address
-}
-
-/// Sends one raw HTTP/1.1 request and returns the whole raw response (the server closes).
-async fn raw_request(address: SocketAddr, request: &str) -> String {
-    let response = raw_http::exchange_bytes(address, request.as_bytes(), Duration::from_secs(10))
-        .await
-        .expect("a response");
-    String::from_utf8(response).expect("utf-8 response")
-}
-
-fn body_of(response: &str) -> &str {
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body)
-        .unwrap_or("")
-}
+use crate::support::{body_of, config, help, raw_request, run_to_exit, start, start_binary};
 
 #[tokio::test]
 async fn greets_byte_for_byte_for_each_version() {
@@ -141,22 +108,8 @@ async fn serves_https_with_a_given_certificate() {
     assert!(plain.is_err() || plain.unwrap().status() != 200);
 }
 
-/// Runs the binary with only the given environment (plus PATH) and returns (code, stderr).
-fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut command = Command::new(BIN);
-    command.args(args).env_clear().stdin(Stdio::null());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let output = command.output().expect("run hello-cf");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-#[test]
-fn bad_configuration_exits_2_naming_the_flag_and_env_var() {
+#[tokio::test]
+async fn bad_configuration_exits_2_naming_the_flag_and_env_var() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("PORT", "70000")], "--port (env PORT)"),
         (&[("PORT", "http")], "--port (env PORT)"),
@@ -185,7 +138,7 @@ fn bad_configuration_exits_2_naming_the_flag_and_env_var() {
         ),
     ];
     for (env, expected) in cases {
-        let (code, stderr) = run_to_exit(&[], env);
+        let (code, stderr) = run_to_exit(&[], env).await;
         assert_eq!(code, Some(2), "{env:?}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{env:?}: {stderr}");
         assert!(stderr.contains(expected), "{env:?}: {stderr}");
@@ -193,11 +146,10 @@ fn bad_configuration_exits_2_naming_the_flag_and_env_var() {
     }
 }
 
-#[test]
-fn help_lists_every_option_with_its_env_var() {
-    let output = Command::new(BIN).arg("--help").output().unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    let help = String::from_utf8_lossy(&output.stdout);
+#[tokio::test]
+async fn help_lists_every_option_with_its_env_var() {
+    let (code, help) = help().await;
+    assert_eq!(code, Some(0));
     for env in [
         "PORT",
         "BIND_ADDRESS",
@@ -218,25 +170,7 @@ fn help_lists_every_option_with_its_env_var() {
 async fn binary_serves_where_the_environment_says_and_drains_on_sigterm() {
     // Port 0 from the environment: the OS picks a free one and the log line names it, so no
     // other test can take the port between choosing and binding it.
-    let mut command = tokio::process::Command::new(BIN);
-    command
-        .env_clear()
-        .env("PORT", "0")
-        .env("BIND_ADDRESS", "127.0.0.1")
-        .env("HELLO_VERSION", "v2")
-        .env("DRAIN_TIMEOUT", "5s");
-    let mut child = ChildProcess::spawn("hello-cf", command, Stdout::Null);
-    let address: SocketAddr = child
-        .wait_for_line("its listening line", Duration::from_secs(20), |line| {
-            if !line.contains("hello-cf listening") {
-                return None;
-            }
-            line.split_whitespace()
-                .find_map(|word| word.strip_prefix("address="))?
-                .parse()
-                .ok()
-        })
-        .await;
+    let (mut child, address, _) = start_binary(&[("DRAIN_TIMEOUT", "5s")]).await;
     assert!(
         address.ip().is_loopback(),
         "BIND_ADDRESS honoured: {address}"

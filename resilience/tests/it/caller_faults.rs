@@ -3,11 +3,10 @@
 //! flapping up and down. Whatever happens it prints exactly one line per tick, never exits,
 //! and never drifts from `start + k * INTERVAL`.
 //!
-//! Tick times are taken from the caller's resolver hook (`Caller::with_resolver`): each call
+//! Tick times are taken from the caller's resolver hook (`CallerBuilder::resolver`): each call
 //! opens its connection and so resolves its host the moment it starts. The hook is also what
 //! keeps every name lookup inside the process: no DNS query leaves the machine. The caller
-//! honours the proxy variables, so the in-process tests run without them
-//! (`rerun_without_proxy_variables!`).
+//! honours the proxy variables, so the in-process tests build it with `no_proxy()`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -88,7 +87,11 @@ struct Run {
 /// Runs the caller in-process on `url` for [`TICKS`] ticks.
 async fn run(url: &str, resolver: RecordingResolver) -> Run {
     let config = config(url);
-    let caller = Caller::with_resolver(&config, resolver.clone()).unwrap();
+    let caller = Caller::builder(&config)
+        .resolver(resolver.clone())
+        .no_proxy()
+        .build()
+        .unwrap();
     let mut out = Vec::new();
     let report = within(
         "the run",
@@ -167,9 +170,6 @@ async fn check(name: &str, url: &str, resolver: RecordingResolver, expected: &[&
 #[tokio::test]
 async fn a_dead_port_gives_one_refused_line_per_tick() {
     let _measuring = measuring().await;
-    if demo_testkit::rerun_without_proxy_variables!(a_dead_port_gives_one_refused_line_per_tick) {
-        return;
-    }
     // Bound and never listening: refused, and the port stays ours for the whole run.
     let dead = Refused::new();
     let url = format!("http://dead.test:{}/", dead.addr().port());
@@ -185,11 +185,6 @@ async fn a_dead_port_gives_one_refused_line_per_tick() {
 #[tokio::test]
 async fn a_black_holed_port_gives_one_timeout_line_per_tick() {
     let _measuring = measuring().await;
-    if demo_testkit::rerun_without_proxy_variables!(
-        a_black_holed_port_gives_one_timeout_line_per_tick
-    ) {
-        return;
-    }
     // Completes every handshake and never reads or answers.
     let black_hole = Silent::new();
     let url = format!("http://black-hole.test:{}/", black_hole.addr().port());
@@ -205,11 +200,6 @@ async fn a_black_holed_port_gives_one_timeout_line_per_tick() {
 #[tokio::test]
 async fn a_port_with_a_full_accept_queue_gives_one_timeout_line_per_tick() {
     let _measuring = measuring().await;
-    if demo_testkit::rerun_without_proxy_variables!(
-        a_port_with_a_full_accept_queue_gives_one_timeout_line_per_tick
-    ) {
-        return;
-    }
     // Listens with the smallest queue and never accepts; fill the queue so further
     // handshakes go unanswered.
     let socket = TcpSocket::new_v4().unwrap();
@@ -238,11 +228,6 @@ async fn a_port_with_a_full_accept_queue_gives_one_timeout_line_per_tick() {
 #[tokio::test]
 async fn an_unresolvable_name_gives_one_dns_line_per_tick() {
     let _measuring = measuring().await;
-    if demo_testkit::rerun_without_proxy_variables!(
-        an_unresolvable_name_gives_one_dns_line_per_tick
-    ) {
-        return;
-    }
     // The resolver knows no name at all; `.invalid` could never resolve anyway (RFC 6761).
     check(
         "unresolvable name",
@@ -271,11 +256,6 @@ async fn serve_up(listener: TcpListener) {
 #[tokio::test]
 async fn a_flapping_upstream_gives_one_line_per_tick_of_each_kind() {
     let _measuring = measuring().await;
-    if demo_testkit::rerun_without_proxy_variables!(
-        a_flapping_upstream_gives_one_line_per_tick_of_each_kind
-    ) {
-        return;
-    }
     // The port is held all along (bound, refusing while down), so nothing else can take it
     // while the upstream is down. Up for three ticks, down for three, switching between ticks.
     let port = Refused::new();

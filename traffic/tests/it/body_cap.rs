@@ -13,10 +13,6 @@ const MAX_LINE: usize = 25 + 1 + 4096 + TRUNCATED_MARKER.len();
 
 #[tokio::test]
 async fn a_ten_mib_body_is_cut_at_the_cap_with_a_marker() {
-    if demo_testkit::rerun_without_proxy_variables!(a_ten_mib_body_is_cut_at_the_cap_with_a_marker)
-    {
-        return;
-    }
     let upstream = scripted(|_| async { respond(200, vec![b'a'; 10 * 1024 * 1024]) }).await;
     let mut config = config(&upstream.url());
     config.count = CallLimit::Calls(2);
@@ -33,11 +29,6 @@ async fn a_ten_mib_body_is_cut_at_the_cap_with_a_marker() {
 
 #[tokio::test]
 async fn an_endless_body_does_not_hold_the_call_until_its_timeout() {
-    if demo_testkit::rerun_without_proxy_variables!(
-        an_endless_body_does_not_hold_the_call_until_its_timeout
-    ) {
-        return;
-    }
     let upstream = scripted(|_| async {
         let endless =
             stream::repeat_with(|| Ok::<_, std::io::Error>(Bytes::from_static(&[b'x'; 1024])));
@@ -64,9 +55,6 @@ async fn an_endless_body_does_not_hold_the_call_until_its_timeout() {
 
 #[tokio::test]
 async fn a_body_exactly_at_the_cap_is_not_marked() {
-    if demo_testkit::rerun_without_proxy_variables!(a_body_exactly_at_the_cap_is_not_marked) {
-        return;
-    }
     let upstream = scripted(|n| async move {
         // 10 bytes with the newline, then 11.
         let body = if n == 0 {

@@ -1,31 +1,10 @@
 //! The real binary: exit codes, COUNT, signals, and stdout flushed line by line.
 
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use crate::support::{field, respond, scripted};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-
-const BINARY_BOUND: Duration = Duration::from_secs(30);
-
-/// The binary with a clean environment: only what the test sets reaches it.
-fn traffic() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_traffic"));
-    command
-        .env_clear()
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    command
-}
-
-async fn output(command: &mut Command) -> Output {
-    tokio::time::timeout(BINARY_BOUND, command.output())
-        .await
-        .expect("traffic did not exit")
-        .expect("cannot run traffic")
-}
+use crate::support::{RUN_BOUND, field, output, respond, scripted, traffic};
+use demo_testkit::ChildProcess;
+use demo_testkit::process::Stdout;
 
 #[tokio::test]
 async fn bad_configuration_exits_2_naming_flag_and_env_var() {
@@ -106,47 +85,30 @@ async fn count_ends_the_run_with_the_final_summary_and_exit_0() {
 #[tokio::test]
 async fn sigterm_ends_an_endless_run_promptly_with_exit_0() {
     let upstream = scripted(|_| async { respond(200, "ok\n") }).await;
-    let mut child = traffic()
+    let mut command = traffic();
+    command
         .env("URL", upstream.url())
         .env("INTERVAL", "100ms")
-        .env("SUMMARY_EVERY", "1000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        .env("SUMMARY_EVERY", "1000");
+    let mut child = ChildProcess::spawn("traffic", command, Stdout::Piped);
 
     // Lines arrive while the process runs: stdout is flushed per line, even into a pipe.
     let mut lines = Vec::new();
     while lines.len() < 2 {
-        let line = tokio::time::timeout(BINARY_BOUND, stdout.next_line())
+        let line = child
+            .next_stdout_line(RUN_BOUND)
             .await
-            .expect("no line within the bound")
-            .unwrap()
             .expect("stdout closed early");
         lines.push(line);
     }
 
-    let pid = child.id().unwrap().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
+    child.terminate();
     let signalled = tokio::time::Instant::now();
-    while let Some(line) = tokio::time::timeout(BINARY_BOUND, stdout.next_line())
-        .await
-        .expect("stdout did not close")
-        .unwrap()
-    {
+    while let Some(line) = child.next_stdout_line(RUN_BOUND).await {
         lines.push(line);
     }
-    let status = tokio::time::timeout(BINARY_BOUND, child.wait())
-        .await
-        .expect("traffic did not exit")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    let status = child.wait_exit(RUN_BOUND).await;
+    assert_eq!(status.code(), Some(0), "{}", child.log());
     assert!(
         signalled.elapsed() < Duration::from_secs(5),
         "exit took {:?}",

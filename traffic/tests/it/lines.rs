@@ -14,11 +14,6 @@ const V1: &str = "Hello K8s, from CF v1 service!";
 
 #[tokio::test]
 async fn each_call_prints_a_local_timestamp_a_tab_and_the_body() {
-    if demo_testkit::rerun_without_proxy_variables!(
-        each_call_prints_a_local_timestamp_a_tab_and_the_body
-    ) {
-        return;
-    }
     let upstream = scripted(|_| async { respond(200, format!("{V1}\n")) }).await;
     let before = chrono::Local::now();
     let (report, lines) = run_lines(&config(&upstream.url())).await;
@@ -41,10 +36,6 @@ async fn each_call_prints_a_local_timestamp_a_tab_and_the_body() {
 
 #[tokio::test]
 async fn bodies_of_every_status_are_printed_as_curl_did() {
-    if demo_testkit::rerun_without_proxy_variables!(bodies_of_every_status_are_printed_as_curl_did)
-    {
-        return;
-    }
     let upstream = scripted(|n| async move {
         match n {
             // Envoy's fault filter answers 418 with this body and no newline.
@@ -64,9 +55,6 @@ async fn bodies_of_every_status_are_printed_as_curl_did() {
 
 #[tokio::test]
 async fn an_empty_body_is_said_explicitly() {
-    if demo_testkit::rerun_without_proxy_variables!(an_empty_body_is_said_explicitly) {
-        return;
-    }
     let upstream = scripted(|n| async move {
         match n {
             0 => respond(204, ""),
@@ -88,9 +76,6 @@ async fn an_empty_body_is_said_explicitly() {
 
 #[tokio::test]
 async fn a_multi_line_or_binary_body_stays_on_one_line() {
-    if demo_testkit::rerun_without_proxy_variables!(a_multi_line_or_binary_body_stays_on_one_line) {
-        return;
-    }
     let upstream =
         scripted(|_| async { respond(200, b"<h1>hi</h1>\n\t<p>\xff\x1b[0m</p>\r\n".as_slice()) })
             .await;
@@ -106,9 +91,6 @@ async fn a_multi_line_or_binary_body_stays_on_one_line() {
 
 #[tokio::test]
 async fn redirects_are_followed_like_curl_l() {
-    if demo_testkit::rerun_without_proxy_variables!(redirects_are_followed_like_curl_l) {
-        return;
-    }
     let upstream = scripted(|n| async move {
         match n {
             0 => axum::response::Response::builder()
@@ -130,11 +112,6 @@ async fn redirects_are_followed_like_curl_l() {
 
 #[tokio::test]
 async fn a_refused_connection_prints_an_error_and_the_caller_keeps_going() {
-    if demo_testkit::rerun_without_proxy_variables!(
-        a_refused_connection_prints_an_error_and_the_caller_keeps_going
-    ) {
-        return;
-    }
     let refused = Refused::new();
     let config = config(&format!("http://{}/", refused.addr()));
     let (report, lines) = run_lines(&config).await;
@@ -144,10 +121,6 @@ async fn a_refused_connection_prints_an_error_and_the_caller_keeps_going() {
 
 #[tokio::test]
 async fn the_caller_recovers_when_the_upstream_comes_up() {
-    if demo_testkit::rerun_without_proxy_variables!(the_caller_recovers_when_the_upstream_comes_up)
-    {
-        return;
-    }
     let refused = Refused::new();
     let mut config = config(&format!("http://{}/", refused.addr()));
     config.interval = Duration::from_millis(100);
@@ -176,11 +149,6 @@ async fn the_caller_recovers_when_the_upstream_comes_up() {
 
 #[tokio::test]
 async fn an_upstream_that_never_answers_times_out_on_every_call() {
-    if demo_testkit::rerun_without_proxy_variables!(
-        an_upstream_that_never_answers_times_out_on_every_call
-    ) {
-        return;
-    }
     // Accepted by the kernel, never read or answered.
     let silent = Silent::new();
     let mut config = config(&format!("http://{}/", silent.addr()));
@@ -202,9 +170,6 @@ async fn an_upstream_that_never_answers_times_out_on_every_call() {
 
 #[tokio::test]
 async fn a_reset_connection_is_named() {
-    if demo_testkit::rerun_without_proxy_variables!(a_reset_connection_is_named) {
-        return;
-    }
     let upstream = ScriptedUpstream::start(|mut connection| async move {
         connection.read_head().await;
         connection.reset(); // RST instead of FIN
@@ -218,9 +183,6 @@ async fn a_reset_connection_is_named() {
 
 #[tokio::test]
 async fn a_connection_closed_mid_response_is_named() {
-    if demo_testkit::rerun_without_proxy_variables!(a_connection_closed_mid_response_is_named) {
-        return;
-    }
     let upstream = ScriptedUpstream::start(|mut connection| async move {
         connection.read_head().await;
         // Promises 100 bytes, sends 5, closes.
@@ -239,9 +201,6 @@ async fn a_connection_closed_mid_response_is_named() {
 
 #[tokio::test]
 async fn a_garbage_answer_is_named() {
-    if demo_testkit::rerun_without_proxy_variables!(a_garbage_answer_is_named) {
-        return;
-    }
     let upstream = ScriptedUpstream::start(|mut connection| async move {
         connection.read_head().await;
         connection.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
@@ -268,11 +227,6 @@ impl Resolve for StaticNames {
 
 #[tokio::test]
 async fn names_are_resolved_and_unresolvable_ones_are_named() {
-    if demo_testkit::rerun_without_proxy_variables!(
-        names_are_resolved_and_unresolvable_ones_are_named
-    ) {
-        return;
-    }
     let upstream = scripted(|_| async { respond(200, format!("{V1}\n")) }).await;
     let names = || {
         StaticNames(HashMap::from([(
@@ -283,7 +237,11 @@ async fn names_are_resolved_and_unresolvable_ones_are_named() {
 
     let mut config = config(&format!("http://hello.test:{}/", upstream.addr.port()));
     config.count = traffic::CallLimit::Calls(1);
-    let caller = Caller::with_resolver(&config, names()).unwrap();
+    let caller = Caller::builder(&config)
+        .resolver(names())
+        .no_proxy()
+        .build()
+        .unwrap();
     let (_, lines) = crate::support::run_lines_with(&config, caller, std::future::pending()).await;
     assert_eq!(fields(&lines), [V1]);
     // The upstream sees the name called, as the mesh routes by it.
@@ -293,7 +251,11 @@ async fn names_are_resolved_and_unresolvable_ones_are_named() {
     let mut config = config.clone();
     config.url = "http://hello.invalid/".parse().unwrap();
     config.count = traffic::CallLimit::Calls(2);
-    let caller = Caller::with_resolver(&config, names()).unwrap();
+    let caller = Caller::builder(&config)
+        .resolver(names())
+        .no_proxy()
+        .build()
+        .unwrap();
     let (report, lines) =
         crate::support::run_lines_with(&config, caller, std::future::pending()).await;
     assert_eq!(report.calls, 2);
@@ -305,9 +267,6 @@ async fn names_are_resolved_and_unresolvable_ones_are_named() {
 
 #[tokio::test]
 async fn an_untrusted_https_certificate_is_a_tls_error() {
-    if demo_testkit::rerun_without_proxy_variables!(an_untrusted_https_certificate_is_a_tls_error) {
-        return;
-    }
     let certified = rcgen::generate_simple_self_signed(vec!["hello.test".to_owned()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
     demo_common::tls::install_crypto_provider();
@@ -332,7 +291,11 @@ async fn an_untrusted_https_certificate_is_a_tls_error() {
         "hello.test",
         IpAddr::V4(Ipv4Addr::LOCALHOST),
     )]));
-    let caller = Caller::with_resolver(&config, names).unwrap();
+    let caller = Caller::builder(&config)
+        .resolver(names)
+        .no_proxy()
+        .build()
+        .unwrap();
     let (_, lines) = crate::support::run_lines_with(&config, caller, std::future::pending()).await;
     let fields = fields(&lines);
     assert_eq!(fields.len(), 1);

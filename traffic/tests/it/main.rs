@@ -2,6 +2,7 @@
 
 mod body_cap;
 mod cli;
+mod headers;
 mod lines;
 mod schedule;
 mod shutdown;

@@ -14,10 +14,6 @@ const TOLERANCE: Duration = Duration::from_millis(90);
 
 #[tokio::test]
 async fn a_slow_upstream_does_not_push_later_calls_back() {
-    if demo_testkit::rerun_without_proxy_variables!(a_slow_upstream_does_not_push_later_calls_back)
-    {
-        return;
-    }
     // Even calls take 500ms, odd ones 250ms: every call outlasts the interval, and call k+1
     // finishes before call k.
     let upstream = scripted(|n| async move {
@@ -53,9 +49,6 @@ async fn a_slow_upstream_does_not_push_later_calls_back() {
 
 #[tokio::test]
 async fn no_drift_accumulates_over_many_ticks() {
-    if demo_testkit::rerun_without_proxy_variables!(no_drift_accumulates_over_many_ticks) {
-        return;
-    }
     let upstream = scripted(|_| async {
         tokio::time::sleep(Duration::from_millis(30)).await;
         respond(200, "ok\n")
@@ -83,11 +76,6 @@ async fn no_drift_accumulates_over_many_ticks() {
 /// CPU-starved process is.
 #[tokio::test(flavor = "current_thread")]
 async fn ticks_missed_while_starved_are_skipped_and_reported_not_burst() {
-    if demo_testkit::rerun_without_proxy_variables!(
-        ticks_missed_while_starved_are_skipped_and_reported_not_burst
-    ) {
-        return;
-    }
     let upstream = scripted(|_| async { respond(200, "ok\n") }).await;
     let interval = Duration::from_millis(100);
     let mut config = config(&upstream.url());

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::support::{Upstream, config, fields, respond, run_lines_with, scripted};
+use crate::support::{Upstream, config, direct_caller, fields, respond, run_lines_with, scripted};
 use tokio::time::Instant;
-use traffic::{CallLimit, Caller, SHUTDOWN_GRACE, SummaryEvery};
+use traffic::{CallLimit, SHUTDOWN_GRACE, SummaryEvery};
 
 /// Resolves once the upstream has seen `requests` requests. Polled in the test's own task (no
 /// spawned task whose panic would be lost), it fails the test after a bound.
@@ -23,11 +23,6 @@ async fn after_requests(upstream: &Upstream, requests: usize) {
 
 #[tokio::test]
 async fn calls_without_an_answer_are_cancelled_after_a_short_grace() {
-    if demo_testkit::rerun_without_proxy_variables!(
-        calls_without_an_answer_are_cancelled_after_a_short_grace
-    ) {
-        return;
-    }
     // Three answers, then an upstream that never answers.
     let upstream = scripted(|n| async move {
         if n >= 3 {
@@ -42,7 +37,7 @@ async fn calls_without_an_answer_are_cancelled_after_a_short_grace() {
     config.count = CallLimit::Unbounded;
     config.summary_every = SummaryEvery::Calls(1000);
     let shutdown = after_requests(&upstream, 5);
-    let caller = Caller::new(&config).unwrap();
+    let caller = direct_caller(&config);
     let started = Instant::now();
     let (report, lines) = run_lines_with(&config, caller, shutdown).await;
 
@@ -74,9 +69,6 @@ async fn calls_without_an_answer_are_cancelled_after_a_short_grace() {
 
 #[tokio::test]
 async fn a_call_answering_within_the_grace_is_printed() {
-    if demo_testkit::rerun_without_proxy_variables!(a_call_answering_within_the_grace_is_printed) {
-        return;
-    }
     let upstream = scripted(|_| async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         respond(200, "slow but fine\n")
@@ -86,7 +78,7 @@ async fn a_call_answering_within_the_grace_is_printed() {
     config.interval = Duration::from_secs(10);
     config.count = CallLimit::Unbounded;
     let shutdown = after_requests(&upstream, 1);
-    let caller = Caller::new(&config).unwrap();
+    let caller = direct_caller(&config);
     let (report, lines) = run_lines_with(&config, caller, shutdown).await;
     assert!(report.interrupted);
     assert_eq!(report.cancelled, 0);

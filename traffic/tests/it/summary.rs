@@ -20,9 +20,6 @@ fn answer(n: usize) -> axum::response::Response {
 
 #[tokio::test]
 async fn summaries_every_n_calls_count_exactly() {
-    if demo_testkit::rerun_without_proxy_variables!(summaries_every_n_calls_count_exactly) {
-        return;
-    }
     let upstream = scripted(|n| async move { answer(n) }).await;
     let mut config = config(&upstream.url());
     config.count = CallLimit::Calls(10);
@@ -49,9 +46,6 @@ async fn summaries_every_n_calls_count_exactly() {
 
 #[tokio::test]
 async fn the_final_summary_counts_error_kinds_too() {
-    if demo_testkit::rerun_without_proxy_variables!(the_final_summary_counts_error_kinds_too) {
-        return;
-    }
     // v1, v2, v2; then against a closed port.
     let upstream = scripted(|n| async move { answer(n) }).await;
     let mut config = config(&upstream.url());
@@ -75,11 +69,6 @@ async fn the_final_summary_counts_error_kinds_too() {
 
 #[tokio::test]
 async fn summaries_every_period_cover_all_calls_at_the_end() {
-    if demo_testkit::rerun_without_proxy_variables!(
-        summaries_every_period_cover_all_calls_at_the_end
-    ) {
-        return;
-    }
     let upstream = scripted(|n| async move { answer(n) }).await;
     let mut config = config(&upstream.url());
     config.interval = Duration::from_millis(100);
@@ -113,10 +102,6 @@ async fn summaries_every_period_cover_all_calls_at_the_end() {
 
 #[tokio::test]
 async fn without_summary_every_no_hash_lines_are_printed() {
-    if demo_testkit::rerun_without_proxy_variables!(without_summary_every_no_hash_lines_are_printed)
-    {
-        return;
-    }
     let upstream = scripted(|n| async move { answer(n) }).await;
     let mut config = config(&upstream.url());
     config.count = CallLimit::Calls(4);

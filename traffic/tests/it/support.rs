@@ -1,20 +1,23 @@
 //! The caller's own test pieces: an HTTP upstream recording what it was asked, and run
 //! helpers. The generic ones (dead ports, raw TCP upstreams) come from `demo_testkit`.
 //!
-//! The caller honours the proxy variables, as curl did; a test that runs it in-process starts
-//! with `rerun_without_proxy_variables!`, so that its calls to loopback go direct whatever the
-//! test machine's environment says.
+//! The caller honours the proxy variables, as curl did; a test that runs it in-process builds
+//! it with `no_proxy()` ([`direct_caller`]), so that its calls to loopback go direct whatever
+//! the test machine's environment says.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use tokio::net::TcpListener;
+use tokio::process::Command;
 use tokio::time::Instant;
 use traffic::{CallLimit, Caller, Config, Report, SummaryEvery};
 
@@ -25,8 +28,11 @@ pub const RUN_BOUND: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Arrival {
     pub at: Instant,
+    /// The request target as sent: absolute-form (`http://host/`) when it came through a proxy.
+    pub target: String,
     pub path: String,
     pub host: Option<String>,
+    pub headers: HeaderMap,
 }
 
 /// An in-process HTTP upstream on an ephemeral loopback port (clones share its record).
@@ -69,18 +75,33 @@ where
         let n = counter.fetch_add(1, Ordering::SeqCst);
         recorded.lock().unwrap().push(Arrival {
             at: Instant::now(),
+            target: request.uri().to_string(),
             path: request.uri().path().to_owned(),
             host: request
                 .headers()
                 .get("host")
                 .and_then(|host| host.to_str().ok())
                 .map(str::to_owned),
+            headers: request.headers().clone(),
         });
         script(n)
     });
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
     Upstream { addr, arrivals }
+}
+
+/// The binary with a clean environment: only what the test sets reaches it (no proxy
+/// variables either).
+pub fn traffic() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_traffic"));
+    command.env_clear().env("RUST_LOG", "warn");
+    command
+}
+
+/// Runs the binary to its exit within [`RUN_BOUND`].
+pub async fn output(command: &mut Command) -> Output {
+    demo_testkit::process::output("traffic", command, RUN_BOUND).await
 }
 
 /// `status` with `body`.
@@ -106,9 +127,14 @@ pub fn config(url: &str) -> Config {
     }
 }
 
+/// A caller for `config` that ignores the proxy variables.
+pub fn direct_caller(config: &Config) -> Caller {
+    Caller::builder(config).no_proxy().build().unwrap()
+}
+
 /// Runs to COUNT and returns the report and the printed lines.
 pub async fn run_lines(config: &Config) -> (Report, Vec<String>) {
-    let caller = Caller::new(config).unwrap();
+    let caller = direct_caller(config);
     run_lines_with(config, caller, std::future::pending()).await
 }
 

@@ -1,47 +1,26 @@
 //! hello-cf's fault knobs over real loopback sockets: off by default, FAIL_PERCENT's share and
 //! its answer, DELAY's bounds, health endpoints untouched, bad values refused.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use clap::Parser as _;
-use hello_cf::{Config, HelloServer};
+use demo_testkit::raw_http::RawConnection;
+use demo_testkit::{Acceptance, direct_client_builder};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hello-cf");
+use crate::support::{config, help, raw_request, run_to_exit, start_binary};
+
 const V2_GREETING: &str = "Hello K8s, from CF v2 service!\n";
 
-fn config(args: &[&str]) -> Config {
-    let mut argv = vec![
-        "hello-cf",
-        "--bind-address",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--hello-version",
-        "v2",
-    ];
-    argv.extend_from_slice(args);
-    Config::try_parse_from(argv).expect("valid test config")
-}
-
-/// Starts an in-process server; returns its address. The server lives as long as the runtime.
+/// Starts an in-process v2 server with `args`; returns its address.
 async fn start(args: &[&str]) -> SocketAddr {
-    let server = HelloServer::bind(&config(args)).await.expect("bind");
-    let address = server.local_addr().expect("local addr");
-    tokio::spawn(server.serve(std::future::pending()));
-    address
+    let mut argv = vec!["--hello-version", "v2"];
+    argv.extend_from_slice(args);
+    crate::support::start(config(&argv)).await
 }
 
 /// A client that ignores proxy variables and gives up on a request after `timeout`.
 fn client(timeout: Duration) -> reqwest::Client {
-    demo_common::tls::install_crypto_provider();
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .build()
-        .unwrap()
+    direct_client_builder().timeout(timeout).build().unwrap()
 }
 
 async fn get(client: &reqwest::Client, address: SocketAddr, path: &str) -> (u16, String) {
@@ -52,18 +31,6 @@ async fn get(client: &reqwest::Client, address: SocketAddr, path: &str) -> (u16,
         .unwrap_or_else(|error| panic!("GET {path}: {error}"));
     let status = response.status().as_u16();
     (status, response.text().await.unwrap())
-}
-
-/// Sends one raw HTTP/1.1 request and returns the whole raw response (the server closes).
-fn raw_request(address: SocketAddr, request: &str) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read response");
-    String::from_utf8(response).expect("utf-8 response")
 }
 
 #[tokio::test]
@@ -113,16 +80,19 @@ async fn zero_percent_never_fails() {
     }
 }
 
-/// With FAIL_PERCENT=50, 2000 requests must fail between 45 % and 55 % of the time.
+/// With FAIL_PERCENT=50, about half of 2000 requests fail.
 ///
-/// False alarm: 900..=1100 failures is ±4.47 standard deviations (sd = sqrt(2000 × 0.25) ≈ 22.4)
-/// around 1000, so a correct 50 % share falls outside with probability about 8e-6. Rejected: the
-/// nearest wrong shares, 40 % and 60 % (expected 800 or 1200, sd ≈ 21.9), land inside the window
-/// with probability about 3e-6 each; so do a knob that is ignored (0 %) or applied to every
-/// request (100 %).
+/// False alarm: the accepted counts (900..=1100) hold a correct 50 % share except with
+/// probability at most 8e-6 (7e-6 exactly). Rejected: the nearest wrong shares, 40 % and 60 %,
+/// land inside with probability at most 1e-5 each (3e-6 exactly); so do a knob that is ignored
+/// (0 %) or applied to every request (100 %).
 #[tokio::test]
 async fn fifty_percent_fails_about_half_the_requests() {
-    const REQUESTS: usize = 2000;
+    const REQUESTS: u64 = 2000;
+    let acceptance = Acceptance::new(REQUESTS, 0.5, 8e-6);
+    for wrong in [0.0, 0.4, 0.6, 1.0] {
+        acceptance.assert_rejects(wrong, 1.0 - 1e-5);
+    }
     let address = start(&["--fail-percent", "50"]).await;
     let client = client(Duration::from_secs(10));
     let mut failed = 0;
@@ -136,10 +106,7 @@ async fn fifty_percent_fails_about_half_the_requests() {
             other => panic!("unexpected answer {other:?}"),
         }
     }
-    assert!(
-        (900..=1100).contains(&failed),
-        "{failed} of {REQUESTS} failed; 50 % expects 900 to 1100"
-    );
+    acceptance.assert_count("requests failed at FAIL_PERCENT=50", failed);
 }
 
 #[tokio::test]
@@ -220,9 +187,12 @@ async fn health_and_other_paths_are_never_delayed_or_failed() {
     let client = client(Duration::from_secs(60));
 
     // The greeting's request is on the wire before any health check is sent.
-    let mut delayed = TcpStream::connect(address).expect("connect");
+    let mut delayed = RawConnection::connect(address, Duration::from_secs(10))
+        .await
+        .expect("connect");
     delayed
-        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .write(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .await
         .unwrap();
     for _ in 0..50 {
         assert_eq!(
@@ -239,9 +209,8 @@ async fn health_and_other_paths_are_never_delayed_or_failed() {
         );
     }
     // Ordering, not a clock: all 150 answers came while the 20 s delay still held `/`.
-    delayed.set_nonblocking(true).unwrap();
     let mut byte = [0u8; 1];
-    match delayed.read(&mut byte) {
+    match delayed.stream().try_read(&mut byte) {
         Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
         other => panic!("the delayed request was answered first: {other:?}"),
     }
@@ -250,23 +219,8 @@ async fn health_and_other_paths_are_never_delayed_or_failed() {
 // ---------------------------------------------------------------------------------------------
 // The binary
 
-/// Runs the binary with only the given environment and returns (code, stderr).
-fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let output = Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run hello-cf");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-#[test]
-fn bad_knob_values_exit_2_naming_the_flag_and_env_var() {
+#[tokio::test]
+async fn bad_knob_values_exit_2_naming_the_flag_and_env_var() {
     let cases = [
         ("FAIL_PERCENT", "101", "--fail-percent (env FAIL_PERCENT)"),
         ("FAIL_PERCENT", "-5", "--fail-percent (env FAIL_PERCENT)"),
@@ -282,7 +236,7 @@ fn bad_knob_values_exit_2_naming_the_flag_and_env_var() {
         ("DELAY", "2h", "--delay (env DELAY)"),
     ];
     for (env, value, expected) in cases {
-        let (code, stderr) = run_to_exit(&[], &[(env, value)]);
+        let (code, stderr) = run_to_exit(&[], &[(env, value)]).await;
         assert_eq!(code, Some(2), "{env}={value}: {stderr}");
         assert_eq!(
             stderr.trim_end().lines().count(),
@@ -302,17 +256,16 @@ fn bad_knob_values_exit_2_naming_the_flag_and_env_var() {
         ["--fail-percent", "200"],
         ["--fail-status", "1"],
     ] {
-        let (code, stderr) = run_to_exit(&args, &[]);
+        let (code, stderr) = run_to_exit(&args, &[]).await;
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(args[0]), "{args:?}: {stderr}");
     }
 }
 
-#[test]
-fn help_lists_the_knobs_with_their_env_vars() {
-    let output = Command::new(BIN).arg("--help").output().unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    let help = String::from_utf8_lossy(&output.stdout);
+#[tokio::test]
+async fn help_lists_the_knobs_with_their_env_vars() {
+    let (code, help) = help().await;
+    assert_eq!(code, Some(0));
     for env in ["FAIL_PERCENT", "FAIL_STATUS", "DELAY"] {
         assert!(
             help.contains(&format!("[env: {env}")),
@@ -321,59 +274,15 @@ fn help_lists_the_knobs_with_their_env_vars() {
     }
 }
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary on port 0 with `env` and returns it with its "hello-cf listening" line.
-fn start_binary(env: &[(&str, &str)]) -> (Running, String) {
-    let mut child = Command::new(BIN)
-        .env_clear()
-        .env("PORT", "0")
-        .env("BIND_ADDRESS", "127.0.0.1")
-        .env("HELLO_VERSION", "v2")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (found, line) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for text in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if text.contains("hello-cf listening") {
-                let _ = found.send(text);
-            }
-        }
-    });
-    let line = line
-        .recv_timeout(Duration::from_secs(20))
-        .expect("hello-cf did not log its listening line");
-    (Running(child), line)
-}
-
-fn address_in(line: &str) -> SocketAddr {
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix("address="))
-        .expect("the listening line names the address")
-        .parse()
-        .expect("a socket address")
-}
-
-#[test]
-fn without_knobs_the_binary_answers_byte_exact_and_says_no_faults() {
-    let (_running, line) = start_binary(&[]);
+#[tokio::test]
+async fn without_knobs_the_binary_answers_byte_exact_and_says_no_faults() {
+    let (_running, address, line) = start_binary(&[]).await;
     assert!(line.contains("faults=none"), "{line}");
     let response = raw_request(
-        address_in(&line),
+        address,
         "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
-    );
+    )
+    .await;
     let (head, body) = response
         .split_once("\r\n\r\n")
         .expect("a complete response");
@@ -387,18 +296,20 @@ fn without_knobs_the_binary_answers_byte_exact_and_says_no_faults() {
     assert_eq!(body, V2_GREETING);
 }
 
-#[test]
-fn the_binary_logs_the_knobs_that_are_on_and_applies_them_from_the_environment() {
-    let (_running, line) = start_binary(&[("FAIL_PERCENT", "100"), ("DELAY", "100ms-200ms")]);
+#[tokio::test]
+async fn the_binary_logs_the_knobs_that_are_on_and_applies_them_from_the_environment() {
+    let (_running, address, line) =
+        start_binary(&[("FAIL_PERCENT", "100"), ("DELAY", "100ms-200ms")]).await;
     assert!(
         line.contains("faults=FAIL_PERCENT=100 FAIL_STATUS=503 DELAY=100ms-200ms"),
         "{line}"
     );
     let started = Instant::now();
     let response = raw_request(
-        address_in(&line),
+        address,
         "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
-    );
+    )
+    .await;
     assert!(started.elapsed() >= Duration::from_millis(100));
     assert!(
         response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),

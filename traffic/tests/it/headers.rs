@@ -1,43 +1,15 @@
 //! `--header` / `HEADER`: extra headers on every call, as `curl -H`, through a proxy too, and
 //! bad ones refused at start.
 
-use std::process::{Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use axum::Router;
-use axum::extract::Request;
+use axum::http::HeaderMap;
 use clap::Parser as _;
-use reqwest::header::HeaderMap;
-use tokio::net::TcpListener;
-use tokio::process::Command;
 use traffic::Config;
 
-const BOUND: Duration = Duration::from_secs(30);
+use crate::support::{output, respond, run_lines, scripted, traffic};
 
-/// What one request looked like when it arrived.
-#[derive(Debug, Clone)]
-struct Seen {
-    /// The request target as sent: absolute-form (`http://host/`) when it came through a proxy.
-    target: String,
-    headers: HeaderMap,
-}
-
-/// A loopback upstream that answers `ok` and records every request.
-async fn recording_upstream() -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = Arc::clone(&seen);
-    let router = Router::new().fallback(move |request: Request| {
-        record.lock().unwrap().push(Seen {
-            target: request.uri().to_string(),
-            headers: request.headers().clone(),
-        });
-        async { "ok\n" }
-    });
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    (format!("http://{address}/"), seen)
+/// An upstream that answers `ok` to every request (and records them).
+async fn recording_upstream() -> crate::support::Upstream {
+    scripted(|_| async { respond(200, "ok\n") }).await
 }
 
 fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
@@ -48,27 +20,10 @@ fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// The binary with a clean environment: only what the test sets reaches it (no proxy either).
-fn traffic() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_traffic"));
-    command
-        .env_clear()
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    command
-}
-
-async fn output(command: &mut Command) -> Output {
-    tokio::time::timeout(BOUND, command.output())
-        .await
-        .expect("traffic did not exit")
-        .expect("cannot run traffic")
-}
-
 #[tokio::test]
 async fn every_call_carries_the_configured_headers() {
-    let (url, seen) = recording_upstream().await;
+    let upstream = recording_upstream().await;
+    let url = upstream.url();
     let config = Config::try_parse_from([
         "traffic",
         "--url",
@@ -89,16 +44,9 @@ async fn every_call_carries_the_configured_headers() {
         "Host: canary.example",
     ])
     .unwrap();
-    let mut out = Vec::new();
-    let report = tokio::time::timeout(
-        BOUND,
-        traffic::run(&config, &mut out, std::future::pending()),
-    )
-    .await
-    .expect("the run did not end")
-    .expect("the run failed");
+    let (report, _) = run_lines(&config).await;
     assert_eq!(report.calls, 3);
-    let seen = seen.lock().unwrap().clone();
+    let seen = upstream.arrivals();
     assert_eq!(seen.len(), 3);
     for request in &seen {
         assert_eq!(values(&request.headers, "x-canary"), ["yes"]);
@@ -111,10 +59,10 @@ async fn every_call_carries_the_configured_headers() {
 
 #[tokio::test]
 async fn without_headers_nothing_extra_is_sent() {
-    let (url, seen) = recording_upstream().await;
-    let out = output(traffic().env("URL", &url).env("COUNT", "1")).await;
+    let upstream = recording_upstream().await;
+    let out = output(traffic().env("URL", upstream.url()).env("COUNT", "1")).await;
     assert_eq!(out.status.code(), Some(0));
-    let seen = seen.lock().unwrap().clone();
+    let seen = upstream.arrivals();
     let mut names: Vec<&str> = seen[0].headers.keys().map(|name| name.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["accept", "host", "user-agent"], "{seen:?}");
@@ -125,12 +73,12 @@ async fn without_headers_nothing_extra_is_sent() {
 /// trailing newline); it reaches the upstream through `http_proxy`, as in the local mesh.
 #[tokio::test]
 async fn the_env_var_holds_one_header_per_line_and_goes_through_the_proxy() {
-    let (proxy_url, seen) = recording_upstream().await;
+    let proxy = recording_upstream().await;
     let out = output(
         traffic()
             // A name that no resolver knows: only the proxy can take the call.
             .env("URL", "http://hello.external/")
-            .env("http_proxy", &proxy_url)
+            .env("http_proxy", proxy.url())
             .env("COUNT", "2")
             .env("INTERVAL", "20ms")
             .env("HEADER", "X-Canary: yes\nX-User: alice\r\n\n"),
@@ -148,7 +96,7 @@ async fn the_env_var_holds_one_header_per_line_and_goes_through_the_proxy() {
         stdout.lines().all(|line| line.ends_with("\tok")),
         "{stdout}"
     );
-    let seen = seen.lock().unwrap().clone();
+    let seen = proxy.arrivals();
     assert_eq!(seen.len(), 2);
     for request in &seen {
         assert_eq!(request.target, "http://hello.external/");
