@@ -40,79 +40,67 @@ async fn relay(mut client: TcpStream, upstream: SocketAddr) -> std::io::Result<(
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
     use std::time::Duration;
 
+    use demo_testkit::{ScriptedUpstream, listener, within};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
 
     const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nhi\n";
+    const BOUND: Duration = Duration::from_secs(5);
 
-    /// An upstream that answers every read with ANSWER and counts what it was sent.
-    async fn upstream() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (sent, received) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut buffer = [0; 1024];
-            loop {
-                let read = stream.read(&mut buffer).await.unwrap();
-                if read == 0 {
-                    return;
-                }
-                sent.send(buffer[..read].to_vec()).unwrap();
-                stream.write_all(ANSWER).await.unwrap();
-            }
-        });
-        (addr, received)
+    /// The relay on a port the OS picked, in front of `upstream`.
+    async fn relay_to(upstream: &ScriptedUpstream) -> SocketAddr {
+        let (listener, addr) = listener().await;
+        tokio::spawn(serve(listener, upstream.addr));
+        addr
     }
 
     #[tokio::test]
     async fn requests_and_answers_pass_through_unchanged_over_one_upstream_connection() {
-        let (upstream, mut received) = upstream().await;
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, upstream));
-        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (sent, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let upstream = ScriptedUpstream::start(move |mut connection| {
+            let sent = sent.clone();
+            async move {
+                while let Some(head) = connection.read_head().await {
+                    let _ = sent.send(head);
+                    connection.write(ANSWER).await;
+                }
+            }
+        })
+        .await;
+        let mut client = TcpStream::connect(relay_to(&upstream).await).await.unwrap();
         for path in ["/a", "/b?x=1"] {
             let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
             client.write_all(request.as_bytes()).await.unwrap();
             let mut answer = vec![0; ANSWER.len()];
-            tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut answer))
+            within("the answer", BOUND, client.read_exact(&mut answer))
                 .await
-                .expect("answer within 5 s")
                 .unwrap();
             assert_eq!(answer, ANSWER);
-            let forwarded = received.recv().await.unwrap();
-            assert_eq!(forwarded, request.as_bytes());
+            let forwarded = within("the forwarded request", BOUND, received.recv()).await;
+            assert_eq!(forwarded.as_deref(), Some(request.as_str()));
         }
+        assert_eq!(upstream.connections(), 1);
     }
 
     #[tokio::test]
     async fn an_upstream_that_closes_after_answering_closes_the_client_too() {
-        let upstream = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-        let upstream_addr = upstream.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut stream, _) = upstream.accept().await.unwrap();
-            let mut buffer = [0; 1024];
-            let _ = stream.read(&mut buffer).await.unwrap();
-            stream.write_all(ANSWER).await.unwrap();
+        let upstream = ScriptedUpstream::start(|mut connection| async move {
+            connection.read_head().await;
+            connection.write(ANSWER).await;
             // Dropped here: the upstream closes, as after `Connection: close`.
-        });
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, upstream_addr));
-        let mut client = TcpStream::connect(addr).await.unwrap();
+        })
+        .await;
+        let mut client = TcpStream::connect(relay_to(&upstream).await).await.unwrap();
         client
             .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
             .await
             .unwrap();
         let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+        within("the close", BOUND, client.read_to_end(&mut answer))
             .await
-            .expect("closed within 5 s")
             .unwrap();
         assert_eq!(answer, ANSWER);
     }
