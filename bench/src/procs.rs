@@ -1,8 +1,7 @@
-//! Child processes: starting them pinned to CPUs with a clean environment, stopping them, and
-//! reading their memory and CPU time from /proc.
+//! Child processes: starting them pinned to CPUs with a clean environment with their output in
+//! log files, and stopping them. Their memory and CPU time come from the kit's /proc reader.
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -11,6 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::config::Cpus;
+
+/// The /proc readings, from the kit the tests read them with.
+pub use demo_testkit::memory::{Usage, clock_ticks_per_second, tree_usage};
 
 /// How long a child gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -109,12 +111,8 @@ impl Running {
         if self.exited().is_some() {
             return;
         }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // SAFETY: kill(2) on the pid of a child this value owns and has not reaped.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
         if self.wait_until(Instant::now() + STOP_GRACE).is_none() {
             tracing::warn!(name = %self.name, "did not stop on SIGTERM; killing it");
             let _ = self.child.kill();
@@ -129,111 +127,9 @@ impl Drop for Running {
     }
 }
 
-/// Memory and CPU time of a process together with its direct children (nginx's workers).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Sum of VmRSS.
-    pub rss_kib: u64,
-    /// Sum of VmHWM (each process's own peak).
-    pub hwm_kib: u64,
-    /// user + system time, in clock ticks.
-    pub cpu_ticks: u64,
-    pub processes: usize,
-}
-
-/// Reads [`Usage`] of `root` and its direct children.
-pub fn tree_usage(root: u32) -> io::Result<Usage> {
-    let mut usage = Usage::default();
-    for pid in std::iter::once(root).chain(children(root)) {
-        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-            // A child that ended between listing and reading.
-            continue;
-        };
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        usage.rss_kib += status_kib(&status, "VmRSS:").unwrap_or(0);
-        usage.hwm_kib += status_kib(&status, "VmHWM:").unwrap_or(0);
-        usage.cpu_ticks += stat_cpu_ticks(&stat).unwrap_or(0);
-        usage.processes += 1;
-    }
-    if usage.processes == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("process {root} is gone"),
-        ));
-    }
-    Ok(usage)
-}
-
-fn children(parent: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| stat_field(&stat, 1)?.parse::<u32>().ok())
-                == Some(parent)
-        })
-        .collect()
-}
-
-/// A `kB` figure from /proc/<pid>/status.
-fn status_kib(status: &str, key: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(key))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Field `index` of /proc/<pid>/stat counted after the command name (0 = state, 1 = ppid);
-/// the name is skipped by its closing parenthesis because it may hold spaces.
-fn stat_field(stat: &str, index: usize) -> Option<&str> {
-    stat.rsplit_once(')')?.1.split_whitespace().nth(index)
-}
-
-/// utime + stime (fields 14 and 15 of stat(5)).
-fn stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let user: u64 = stat_field(stat, 11)?.parse().ok()?;
-    let system: u64 = stat_field(stat, 12)?.parse().ok()?;
-    Some(user + system)
-}
-
-/// Clock ticks per second, the unit of /proc's CPU times.
-pub fn clock_ticks_per_second() -> anyhow::Result<u64> {
-    let output = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .context("cannot run getconf CLK_TCK")?;
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .context("getconf CLK_TCK printed no number")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_fields_survive_spaces_in_the_name() {
-        let stat = "42 (nginx: worker) S 7 42 42 0 -1 4194624 10 0 0 0 25 13 0 0 20 0 1 0";
-        assert_eq!(stat_field(stat, 0), Some("S"));
-        assert_eq!(stat_field(stat, 1), Some("7"));
-        assert_eq!(stat_cpu_ticks(stat), Some(38));
-    }
-
-    #[test]
-    fn status_figures_in_kib() {
-        let status = "Name:\tx\nVmHWM:\t    6888 kB\nVmRSS:\t    4124 kB\n";
-        assert_eq!(status_kib(status, "VmRSS:"), Some(4124));
-        assert_eq!(status_kib(status, "VmHWM:"), Some(6888));
-        assert_eq!(status_kib(status, "VmSwap:"), None);
-    }
 
     #[test]
     fn reads_a_live_process_tree_and_stops_it() {
