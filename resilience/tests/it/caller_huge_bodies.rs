@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::support::{Stdout, figure, loading, start_program};
 use demo_testkit::memory::mib;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const STEP: Duration = Duration::from_secs(60);
 const CALLS: usize = 12;
@@ -22,8 +22,7 @@ const PREFIX: usize = 26;
 /// An upstream whose n-th answer never ends: chunked 'x' (n % 3 == 0), a 10 GiB
 /// Content-Length of 'y' (1), or endless control bytes (2). Counts the bytes it got out.
 async fn flooding_upstream() -> (SocketAddr, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
+    let (listener, address) = demo_testkit::listener().await;
     let sent = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&sent);
     tokio::spawn(async move {

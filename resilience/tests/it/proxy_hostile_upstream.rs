@@ -26,7 +26,7 @@ use crate::support::{Connection, Exchange, Program, Rng, figure, loading, seed, 
 use demo_testkit::memory::{Sampler, mib, settled_fds};
 use http::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -152,8 +152,7 @@ struct HostileUpstream {
 
 impl HostileUpstream {
     async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
+        let (listener, address) = demo_testkit::listener().await;
         let (close_idle, _) = watch::channel(0);
         let closing = close_idle.clone();
         let mut accepting = JoinSet::new();

@@ -15,7 +15,6 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -28,8 +27,7 @@ const SLOW: Duration = Duration::from_millis(1500);
 /// An upstream answering `/slow` after [`SLOW`], `/stuck` never, anything else at once; it
 /// counts the requests that reached it.
 async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
+    let (listener, address) = demo_testkit::listener().await;
     let arrived = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&arrived);
     tokio::spawn(async move {
