@@ -3,7 +3,9 @@
 //! raw HTTP client, `/proc` readings, a throwaway certificate authority, HTTP clients that
 //! ignore the proxy variables, and binomial tolerances for share tests.
 //!
-//! A dev-only crate: every crate takes it as a dev-dependency, nothing ships it.
+//! A dev-only crate: every crate takes it as a dev-dependency, but for the benchmark tool
+//! (`bench-tools`, unpublished), whose runtime reads `/proc` and probes HTTP with it; nothing
+//! that ships depends on it.
 
 pub mod client;
 pub mod exchange;
