@@ -361,16 +361,30 @@ impl Mesh {
             }
         }
         self.supervisor.stop(&name).await?;
+        let log_offset = file_len(&next.log);
         match self.start_hello_with(version, next.clone()).await {
             Ok(()) => Ok(next.env),
             Err(error) => {
+                // The app's own last word (hello-cf names the variable it refuses), if it said
+                // one, else why waiting for it failed.
+                let reason = std::fs::read(&next.log)
+                    .ok()
+                    .and_then(|bytes| {
+                        let start = usize::try_from(log_offset).ok()?.min(bytes.len());
+                        let text = String::from_utf8_lossy(&bytes[start..]).into_owned();
+                        text.lines()
+                            .rev()
+                            .find(|line| !line.trim().is_empty())
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_else(|| format!("{error:#}"));
                 let _ = self.supervisor.stop(&name).await;
                 self.start_hello_with(version, previous)
                     .await
                     .with_context(|| format!("{name} did not start again as it was"))?;
-                Err(error.context(format!(
-                    "{name} did not start with the new environment; it runs as before"
-                )))
+                Err(anyhow!(
+                    "{name} did not start with the new environment ({reason}); it runs as before"
+                ))
             }
         }
     }
