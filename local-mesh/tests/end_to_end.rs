@@ -374,6 +374,10 @@ async fn weights_edited_to_100_0_give_v1_only_and_a_dying_component_is_reported(
         .unwrap_or(0);
     let aborts = counts.get(&Answer::Abort).copied().unwrap_or(0);
     assert_eq!(v1 + aborts, CALLS, "only v1 and aborts: {counts:?}");
+    // The abort still fires at 20 %: 12 of 60 expected, accepted within 4.5 sd + 1 (0 to 26),
+    // so a chance failure is P(|Z| > 4.5) < 1e-5. The wrong policy this rejects is an abort that
+    // took the weights' place and fires on half the calls or more (30 of 60 expected); 60 calls
+    // cannot tell 20 % from none, which the 1500-call run above does.
     assert_binomial("aborts", aborts, CALLS, policy.abort_share());
 
     // A component that dies is reported with its log.
