@@ -142,13 +142,16 @@ async fn run_with_policy(
         }
     }
     print_components(&mesh);
+    let run_dir_flag = if pointer.is_some() {
+        String::new()
+    } else {
+        format!(" --run-dir {}", mesh.run_dir().display())
+    };
     eprintln!(
-        "local-mesh: change the policy while it runs: cargo run --release -p local-mesh -- apply -f <file>{}",
-        if pointer.is_some() {
-            String::new()
-        } else {
-            format!(" --run-dir {}", mesh.run_dir().display())
-        }
+        "local-mesh: change the policy while it runs: cargo run --release -p local-mesh -- apply{run_dir_flag} -f <file>"
+    );
+    eprintln!(
+        "local-mesh: and for k8s/patterns/: ... -- set-env{run_dir_flag} hello-v2 FAIL_PERCENT=50 (cf set-env + cf restart), ... -- call{run_dir_flag} --header 'x-canary: always' --count 20 (a second caller)"
     );
     let mut env_requests = api.env_requests();
     let code = follow(&mut mesh, &mut env_requests, &mut shutdown).await;

@@ -50,6 +50,16 @@ pub const CALLER_TIMEOUT: &str = "10s";
 /// The Kubernetes Service in front of the proxy, as the caller names it (k8s/traffic.yml).
 pub const PROXY_SERVICE: &str = "service-that-calls-externally";
 
+/// The variables local-mesh starts a hello app with to wire it in (where it listens, which
+/// version it is, how it logs the address that is read back): `set-env` leaves them alone.
+pub const HELLO_WIRING: [&str; 5] = [
+    "PORT",
+    "BIND_ADDRESS",
+    "HELLO_VERSION",
+    "DRAIN_TIMEOUT",
+    "LOG_FORMAT",
+];
+
 /// The name of the hello-cf component of one version.
 pub fn hello_component(version: HelloVersion) -> String {
     format!("hello-{}", version.as_str())
@@ -348,6 +358,15 @@ impl Mesh {
         changes: &[(String, Option<String>)],
     ) -> anyhow::Result<Vec<(String, String)>> {
         let name = hello_component(version);
+        if let Some((key, _)) = changes
+            .iter()
+            .find(|(key, _)| HELLO_WIRING.contains(&key.as_str()))
+        {
+            bail!(
+                "{key} is how local-mesh wires {name} into the demo; set hello-cf's knobs \
+                 (FAIL_PERCENT, FAIL_STATUS, DELAY) or other variables"
+            );
+        }
         let previous = self
             .supervisor
             .spec(&name)
@@ -361,16 +380,30 @@ impl Mesh {
             }
         }
         self.supervisor.stop(&name).await?;
+        let log_offset = file_len(&next.log);
         match self.start_hello_with(version, next.clone()).await {
             Ok(()) => Ok(next.env),
             Err(error) => {
+                // The app's own last word (hello-cf names the variable it refuses), if it said
+                // one, else why waiting for it failed.
+                let reason = std::fs::read(&next.log)
+                    .ok()
+                    .and_then(|bytes| {
+                        let start = usize::try_from(log_offset).ok()?.min(bytes.len());
+                        let text = String::from_utf8_lossy(&bytes[start..]).into_owned();
+                        text.lines()
+                            .rev()
+                            .find(|line| !line.trim().is_empty())
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_else(|| format!("{error:#}"));
                 let _ = self.supervisor.stop(&name).await;
                 self.start_hello_with(version, previous)
                     .await
                     .with_context(|| format!("{name} did not start again as it was"))?;
-                Err(error.context(format!(
-                    "{name} did not start with the new environment; it runs as before"
-                )))
+                Err(anyhow!(
+                    "{name} did not start with the new environment ({reason}); it runs as before"
+                ))
             }
         }
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use local_mesh::api::ApiServer;
 use local_mesh::mesh::{Mesh, MeshEvent};
 use local_mesh::policy::HelloVersion;
-use support::{Answer, classify};
+use support::{Answer, apply, classify};
 use tokio::time::Instant;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_local-mesh");
@@ -55,23 +55,6 @@ impl Demo {
             .expect("shutdown took over a minute")
             .unwrap();
     }
-}
-
-/// `local-mesh apply --run-dir <run_dir> -f <file>...`, bounded in time.
-async fn apply(run_dir: &Path, files: &[&Path]) -> Output {
-    let mut command = tokio::process::Command::new(BINARY);
-    command.arg("apply").arg("--run-dir").arg(run_dir);
-    for file in files {
-        command.arg("-f").arg(file);
-    }
-    command
-        .env_remove("LOCAL_MESH_RUN_DIR")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("apply did not answer within 60 s")
-        .expect("cannot run local-mesh apply")
 }
 
 /// `local-mesh apply --run-dir <run_dir> -f -` with `text` on stdin, bounded in time.

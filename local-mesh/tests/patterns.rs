@@ -14,7 +14,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 use local_mesh::api::ApiServer;
@@ -60,7 +59,7 @@ impl Demo {
     /// `local-mesh apply -f <file>`, which must succeed; then the lines of calls that may have
     /// started before it are skipped.
     async fn apply(&mut self, file: &Path, settle: Duration) {
-        let output = apply(&self.run_dir, file).await;
+        let output = support::apply(&self.run_dir, &[file]).await;
         assert!(
             output.status.success(),
             "apply -f {}: {}",
@@ -140,24 +139,6 @@ async fn next_line(mesh: &mut Mesh) -> String {
             other => panic!("unexpected {other:?}"),
         }
     }
-}
-
-/// `local-mesh apply --run-dir <run_dir> -f <file>`, bounded in time.
-async fn apply(run_dir: &Path, file: &Path) -> Output {
-    let mut command = tokio::process::Command::new(BINARY);
-    command
-        .arg("apply")
-        .arg("--run-dir")
-        .arg(run_dir)
-        .arg("-f")
-        .arg(file)
-        .env_remove("LOCAL_MESH_RUN_DIR")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("apply did not answer within 60 s")
-        .expect("cannot run local-mesh apply")
 }
 
 fn counts(lines: &[(Answer, String)]) -> BTreeMap<Answer, usize> {

@@ -153,6 +153,14 @@ async fn set_env_restarts_hello_v2_with_the_knob_and_unset_env_takes_it_away() {
     assert_eq!(output.status.code(), Some(2));
     let output = local_mesh(&["set-env", "hello-v2", "DELAY"], &run_dir).await;
     assert_eq!(output.status.code(), Some(2));
+    // What wires the app into the demo is not the user's to change.
+    let output = local_mesh(&["set-env", "hello-v2", "PORT=8080"], &run_dir).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("PORT is how local-mesh wires hello-v2"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     stop(demo).await;
 }

@@ -35,6 +35,23 @@ pub fn policy_with_patterns(patterns: &[&str]) -> Policy {
         .unwrap_or_else(|error| panic!("{error}"))
 }
 
+/// `local-mesh apply --run-dir <run_dir> -f <file>...` with the real binary, bounded in time.
+pub async fn apply(run_dir: &Path, files: &[&Path]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_local-mesh"));
+    command.arg("apply").arg("--run-dir").arg(run_dir);
+    for file in files {
+        command.arg("-f").arg(file);
+    }
+    command
+        .env_remove("LOCAL_MESH_RUN_DIR")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("apply did not answer within 60 s")
+        .expect("cannot run local-mesh apply")
+}
+
 /// `target/<profile>`: the test binary lives in its `deps/`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
