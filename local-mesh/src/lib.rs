@@ -136,10 +136,10 @@ async fn run_with_policy(
     // Only the default run directory is named in .local-mesh/current: a demo (or a test) with a
     // run directory of its own never takes `apply` away from the one a user started plainly.
     let pointer = config.run_dir.is_none().then_some(&runs);
-    if let Some(runs) = pointer {
-        if let Err(error) = api::write_pointer(runs, mesh.run_dir()) {
-            eprintln!("local-mesh: warning: `local-mesh apply` will need --run-dir: {error:#}");
-        }
+    if let Some(runs) = pointer
+        && let Err(error) = api::write_pointer(runs, mesh.run_dir())
+    {
+        eprintln!("local-mesh: warning: `local-mesh apply` will need --run-dir: {error:#}");
     }
     print_components(&mesh);
     let run_dir_flag = if pointer.is_some() {

@@ -320,13 +320,13 @@ impl XdsFiles {
                             )
                         })?
                         .to_owned();
-                    if let Some(other) = resources.routes.get(&name) {
-                        if *other != route {
-                            bail!(
-                                "{}: two different route configurations are named {name}",
-                                self.name
-                            );
-                        }
+                    if let Some(other) = resources.routes.get(&name)
+                        && *other != route
+                    {
+                        bail!(
+                            "{}: two different route configurations are named {name}",
+                            self.name
+                        );
                     }
                     config["rds"] = json!({
                         "route_config_name": name,

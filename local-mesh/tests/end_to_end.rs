@@ -130,10 +130,10 @@ async fn wait_for_entry(
 ) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if path.exists() {
-            if let Some(entry) = json_lines(path).into_iter().find(|e| matches(e)) {
-                return entry;
-            }
+        if path.exists()
+            && let Some(entry) = json_lines(path).into_iter().find(|e| matches(e))
+        {
+            return entry;
         }
         assert!(
             Instant::now() < deadline,
@@ -332,12 +332,12 @@ fn all_to_first_destination(dir: &Path) -> PathBuf {
             .and_then(|http| http.get_mut(0))
             .and_then(|route| route.get_mut("route"))
             .and_then(serde_norway::Value::as_sequence_mut);
-        if let Some(routes) = routes {
-            if routes.len() > 1 {
-                for (index, route) in routes.iter_mut().enumerate() {
-                    route["weight"] = serde_norway::Value::from(if index == 0 { 100 } else { 0 });
-                    edited += 1;
-                }
+        if let Some(routes) = routes
+            && routes.len() > 1
+        {
+            for (index, route) in routes.iter_mut().enumerate() {
+                route["weight"] = serde_norway::Value::from(if index == 0 { 100 } else { 0 });
+                edited += 1;
             }
         }
         documents.push(serde_norway::to_string(&value).unwrap());

@@ -116,10 +116,10 @@ pub fn classify(line: &str) -> Answer {
     if body == "fault filter abort" {
         return Answer::Abort;
     }
-    if let Some(rest) = body.strip_prefix("503 Service Unavailable: Requested route ('") {
-        if let Some(host) = rest.strip_suffix("') has no available endpoints.") {
-            return Answer::NoEndpoints(host.to_owned());
-        }
+    if let Some(rest) = body.strip_prefix("503 Service Unavailable: Requested route ('")
+        && let Some(host) = rest.strip_suffix("') has no available endpoints.")
+    {
+        return Answer::NoEndpoints(host.to_owned());
     }
     Answer::Other(body.to_owned())
 }
