@@ -74,13 +74,21 @@ pub struct Config {
 }
 
 /// The two versions the demo shifts traffic between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum HelloVersion {
     V1,
     V2,
 }
 
 impl HelloVersion {
+    /// `v1` or `v2`, as `HELLO_VERSION` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HelloVersion::V1 => "v1",
+            HelloVersion::V2 => "v2",
+        }
+    }
+
     /// The body of `GET /`, trailing newline included (31 bytes).
     pub fn greeting(self) -> &'static str {
         match self {
@@ -93,10 +101,7 @@ impl HelloVersion {
 impl HelloVersion {
     /// The body of an injected failure: one line naming the app, its version and the knob.
     pub fn failure_body(self, fail_percent: Percent) -> String {
-        let version = match self {
-            HelloVersion::V1 => "v1",
-            HelloVersion::V2 => "v2",
-        };
+        let version = self.as_str();
         format!("hello-cf {version}: injected failure (FAIL_PERCENT={fail_percent})\n")
     }
 }

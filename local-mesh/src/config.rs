@@ -1,13 +1,13 @@
-//! The command line, every flag with its env-var twin. The caller's settings are checked here
-//! as the caller checks them, so a typo fails at once instead of after the mesh started.
+//! The command line, every flag with its env-var twin. The caller's settings are read with the
+//! caller's own types and parsers, so a typo fails at once instead of after the mesh started.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use demo_common::cli::ParseOutcome;
 use demo_common::logging::LogFormat;
+use traffic::config::{CallLimit, SummaryEvery, parse_interval};
 
 use crate::repo_root;
 
@@ -232,15 +232,15 @@ pub struct Config {
 
     /// Calls the caller makes before everything stops, or `unbounded` (until Ctrl-C).
     #[arg(long, env = "COUNT", default_value = "unbounded")]
-    pub count: CallCount,
+    pub count: CallLimit,
 
     /// Time between the starts of two calls of the caller (`1s`, `250ms`, `0.5`).
     #[arg(long, env = "INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
 
     /// The caller's `#` summary lines: every `30s`, every `100` calls, or `off`.
-    #[arg(long, env = "SUMMARY_EVERY", default_value = "off", value_parser = parse_summary_every)]
-    pub summary_every: String,
+    #[arg(long, env = "SUMMARY_EVERY", default_value = "off")]
+    pub summary_every: SummaryEvery,
 
     /// Log level of the Envoys.
     #[arg(
@@ -254,75 +254,6 @@ pub struct Config {
     /// Format of local-mesh's own log lines on stderr.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-}
-
-/// How many calls the caller makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallCount {
-    Unbounded,
-    Calls(u64),
-}
-
-impl CallCount {
-    /// `None` for unbounded.
-    pub fn calls(self) -> Option<u64> {
-        match self {
-            CallCount::Unbounded => None,
-            CallCount::Calls(calls) => Some(calls),
-        }
-    }
-}
-
-impl FromStr for CallCount {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim();
-        if text == "unbounded" {
-            return Ok(CallCount::Unbounded);
-        }
-        match whole_number(text) {
-            Some(0) => Err("must be at least 1 (or `unbounded`)".to_owned()),
-            Some(calls) => Ok(CallCount::Calls(calls)),
-            None => Err("expected a whole number of calls or `unbounded`".to_owned()),
-        }
-    }
-}
-
-/// The caller accepts intervals from 1 ms on.
-fn parse_interval(text: &str) -> Result<Duration, String> {
-    let interval = demo_common::parse_positive_duration(text).map_err(|error| error.to_string())?;
-    if interval < Duration::from_millis(1) {
-        return Err("must be at least 1ms".to_owned());
-    }
-    Ok(interval)
-}
-
-/// `off`, a call count (`100`), or a duration with a unit (`30s`), as the caller reads it.
-fn parse_summary_every(text: &str) -> Result<String, String> {
-    let text = text.trim();
-    let valid = match whole_number(text) {
-        Some(calls) => calls > 0,
-        None => {
-            text == "off"
-                || (text.ends_with(|c: char| c.is_ascii_alphabetic())
-                    && demo_common::parse_duration(text)
-                        .is_ok_and(|period| period >= Duration::from_millis(1)))
-        }
-    };
-    if valid {
-        Ok(text.to_owned())
-    } else {
-        Err("expected a call count (100), a duration with a unit (30s), or `off`".to_owned())
-    }
-}
-
-/// Digits only: no sign, no unit.
-fn whole_number(text: &str) -> Option<u64> {
-    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
 }
 
 #[cfg(test)]
@@ -345,12 +276,15 @@ mod tests {
             "50",
         ])
         .unwrap();
-        assert_eq!(config.count, CallCount::Calls(200));
+        assert_eq!(config.count, CallLimit::Calls(200));
         assert_eq!(config.interval, Duration::from_millis(20));
-        assert_eq!(config.summary_every, "50");
+        assert_eq!(config.summary_every, SummaryEvery::Calls(50));
         let config = parse(&["--count", "unbounded", "--summary-every", "30s"]).unwrap();
         assert_eq!(config.count.calls(), None);
-        assert_eq!(config.summary_every, "30s");
+        assert_eq!(
+            config.summary_every,
+            SummaryEvery::Period(Duration::from_secs(30))
+        );
     }
 
     fn parse_cli(args: &[&str]) -> Result<Cli, ParseOutcome> {

@@ -112,7 +112,7 @@ async fn run_with_policy(
         caller: Some(CallerOptions {
             count: config.count.calls(),
             interval: config.interval,
-            summary_every: config.summary_every.clone(),
+            summary_every: config.summary_every,
         }),
         envoy_log_level: config.envoy_log_level.clone(),
     };

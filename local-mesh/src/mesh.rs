@@ -85,7 +85,7 @@ pub struct CallerOptions {
     pub count: Option<u64>,
     pub interval: Duration,
     /// As the caller reads `SUMMARY_EVERY`: `off`, `100` (calls) or `30s`.
-    pub summary_every: String,
+    pub summary_every: traffic::config::SummaryEvery,
 }
 
 /// Where each component listens.
@@ -904,7 +904,7 @@ impl Starter<'_> {
         if let Some(count) = caller.count {
             vars.push(env("COUNT", count));
         }
-        vars.push(env("SUMMARY_EVERY", &caller.summary_every));
+        vars.push(env("SUMMARY_EVERY", caller.summary_every));
         self.supervisor.spawn(ProcessSpec {
             name: CALLER.to_owned(),
             program: self.options.programs.caller.clone(),

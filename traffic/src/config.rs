@@ -94,6 +94,14 @@ pub enum CallLimit {
 }
 
 impl CallLimit {
+    /// The number of calls, `None` when unbounded.
+    pub fn calls(self) -> Option<u64> {
+        match self {
+            CallLimit::Unbounded => None,
+            CallLimit::Calls(calls) => Some(calls),
+        }
+    }
+
     /// Whether `made` calls exhaust this limit.
     pub fn reached(self, made: u64) -> bool {
         matches!(self, CallLimit::Calls(limit) if made >= limit)
@@ -137,7 +145,8 @@ fn parse_url(text: &str) -> Result<Url, ValueError> {
     }
 }
 
-fn parse_interval(text: &str) -> Result<Duration, ValueError> {
+/// An interval the caller can keep: a positive duration of at least [`MIN_INTERVAL`].
+pub fn parse_interval(text: &str) -> Result<Duration, ValueError> {
     let interval = parse_positive_duration(text)?;
     if interval < MIN_INTERVAL {
         return Err(ValueError::TooSmall("1ms".into()));

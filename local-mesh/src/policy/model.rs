@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// The two hello versions: hello-cf's own type (`HELLO_VERSION`).
+pub use hello_cf::HelloVersion;
+
 /// The policy the local Envoys enforce, with every number taken from the manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -458,27 +461,6 @@ pub struct CfHost {
     pub host: String,
     pub port: u16,
     pub version: HelloVersion,
-}
-
-/// The two hello versions (hello-cf's `HELLO_VERSION`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum HelloVersion {
-    V1,
-    V2,
-}
-
-impl HelloVersion {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HelloVersion::V1 => "v1",
-            HelloVersion::V2 => "v2",
-        }
-    }
-
-    /// The body hello-cf answers, without its trailing newline.
-    pub fn greeting(self) -> String {
-        format!("Hello K8s, from CF {} service!", self.as_str())
-    }
 }
 
 impl Policy {

@@ -5,7 +5,8 @@
 //! The demo runs in-process (its apply endpoint included, as `local-mesh` starts it) with real
 //! Envoy; `apply` is the real binary, pointed at the demo's run directory.
 
-mod support;
+use crate::support;
+use crate::support::ONE_MESH_AT_A_TIME;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -26,9 +27,6 @@ const SWITCH: Duration = Duration::from_secs(2);
 /// v2 with probability 0.56, so 40 lines without v2 happen by chance with probability
 /// 0.44^40 < 1e-14.
 const LINES_AFTER_SWITCH: usize = 40;
-
-/// The meshes share two cores; one at a time keeps timings honest.
-static ONE_MESH_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Demo {
     mesh: Mesh,

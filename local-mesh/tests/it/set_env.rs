@@ -2,7 +2,7 @@
 //! second terminal: hello-v2 restarted with a fault knob shows in the log, a value hello-cf
 //! refuses leaves the demo as it was, and unsetting the knob brings the greetings back.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Output;
@@ -74,6 +74,7 @@ async fn stop(mut demo: Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_env_restarts_hello_v2_with_the_knob_and_unset_env_takes_it_away() {
+    let _one = support::ONE_MESH_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
     let mut demo = tokio::process::Command::new(BINARY)

@@ -14,13 +14,11 @@ use local_mesh::mesh::{self, Mesh, MeshEvent};
 use local_mesh::policy::{HelloVersion, Policy};
 use tokio::time::Instant;
 
-/// The meshes share two cores; one at a time keeps timings honest.
-static ONE_MESH_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Binomial tolerance, in standard deviations (for the smaller runs).
 const SIGMAS: f64 = 4.5;
 
-mod support;
+use crate::support;
+use crate::support::ONE_MESH_AT_A_TIME;
 
 use support::{Answer, caller, classify, repo_policy_path, start};
 

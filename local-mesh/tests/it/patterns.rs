@@ -10,7 +10,8 @@
 //! Each share is checked against the nearest wrong policy named next to it, with its false-alarm
 //! rate: how often the check fails by chance when the mesh does exactly what the file says.
 
-mod support;
+use crate::support;
+use crate::support::ONE_MESH_AT_A_TIME;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,9 +24,6 @@ use support::{Answer, classify};
 use tokio::time::Instant;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_local-mesh");
-
-/// The meshes share two cores; one at a time keeps timings honest.
-static ONE_MESH_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const V1: Answer = Answer::Hello(HelloVersion::V1);
 const V2: Answer = Answer::Hello(HelloVersion::V2);

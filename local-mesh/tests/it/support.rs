@@ -1,12 +1,14 @@
 //! What the tests that run a whole mesh share: starting it, and reading the caller's lines.
 
-#![allow(dead_code)] // each test binary uses its own part
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use local_mesh::mesh::{CallerOptions, Mesh, MeshOptions};
 use local_mesh::policy::{HelloVersion, Policy};
+
+/// One demo at a time: each runs about ten processes, and the suite's timing and share checks
+/// assume the machine's cores are theirs.
+pub static ONE_MESH_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub fn repo_policy_path() -> PathBuf {
     local_mesh::repo_root().join("k8s").join("istio.yml")
@@ -86,7 +88,7 @@ pub fn caller(count: Option<u64>, interval_ms: u64) -> Option<CallerOptions> {
     Some(CallerOptions {
         count,
         interval: Duration::from_millis(interval_ms),
-        summary_every: "off".to_owned(),
+        summary_every: traffic::config::SummaryEvery::Off,
     })
 }
 
@@ -109,7 +111,7 @@ pub fn classify(line: &str) -> Answer {
     );
     let body = body.trim_end();
     for version in [HelloVersion::V1, HelloVersion::V2] {
-        if body == version.greeting() {
+        if body == version.greeting().trim_end() {
             return Answer::Hello(version);
         }
     }

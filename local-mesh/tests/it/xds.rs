@@ -135,6 +135,7 @@ async fn body(http: &reqwest::Client, listener: SocketAddr) -> Result<String, St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_listeners_and_clusters_change_under_load_without_a_failed_request() {
+    let _one = crate::support::ONE_MESH_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut files = XdsFiles::new(
         "test",

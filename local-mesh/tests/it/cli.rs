@@ -81,33 +81,6 @@ fn bad_caller_settings_are_config_errors() {
     );
 }
 
-/// Direct children of `parent`, from /proc.
-fn children(parent: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may hold spaces, so read after its closing parenthesis.
-        let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let ppid = after_comm
-            .split_whitespace()
-            .nth(1)
-            .and_then(|field| field.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
 fn alive(pid: u32) -> bool {
     // SAFETY: signal 0 only asks whether the process exists.
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
@@ -167,6 +140,7 @@ impl Drop for Running {
 
 #[test]
 fn sigterm_stops_every_component() {
+    let _one = crate::support::ONE_MESH_AT_A_TIME.blocking_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut running = Running::start(
         Command::new(BINARY)
@@ -186,7 +160,7 @@ fn sigterm_stops_every_component() {
             .unwrap();
         assert!(line.contains('\t'), "{line:?}");
     }
-    let components = children(pid);
+    let components = demo_testkit::memory::children(pid);
     assert!(
         components.len() >= 7,
         "expected every component as a child, found {components:?}"

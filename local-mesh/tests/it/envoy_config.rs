@@ -11,7 +11,7 @@ use local_mesh::bootstrap::{
 use local_mesh::policy::Policy;
 use serde_json::Value;
 
-mod support;
+use crate::support;
 
 /// k8s/istio.yml.
 fn repo_policy() -> Policy {
@@ -29,6 +29,7 @@ fn every_construct_policy() -> Policy {
     Policy::load(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests")
+            .join("it")
             .join("fixtures")
             .join("every-construct-istio.yml"),
     )
