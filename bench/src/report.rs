@@ -504,7 +504,7 @@ fn render_footprints(out: &mut String, footprints: &[Footprint], interval: Durat
     }
     let _ = writeln!(
         out,
-        "\nBinaries as built by the release profile (stripped). Start-up: from starting the \
+        "\nBinaries as built by the dist profile (stripped), what ships. Start-up: from starting the \
          process to its first correct `GET /` answer (traffic: to its first call reaching the \
          upstream); medians over the rounds. Idle RSS: VmRSS 1 s after that answer (traffic: \
          while waiting for its next call). RSS under load: highest VmRSS sampled every 100 ms \
