@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use local_mesh::api::ApiServer;
 use local_mesh::mesh::{Mesh, MeshEvent};
 use local_mesh::policy::HelloVersion;
 use support::{Answer, apply, classify};
@@ -27,33 +26,6 @@ const SWITCH: Duration = Duration::from_secs(2);
 /// v2 with probability 0.56, so 40 lines without v2 happen by chance with probability
 /// 0.44^40 < 1e-14.
 const LINES_AFTER_SWITCH: usize = 40;
-
-struct Demo {
-    mesh: Mesh,
-    api: ApiServer,
-    run_dir: PathBuf,
-}
-
-/// The demo as `local-mesh` runs it with k8s/istio.yml, calling every 50 ms until stopped.
-async fn start_demo(dir: &Path) -> Demo {
-    let (policy, store) = local_mesh::load_policy(&support::repo_policy_path()).unwrap();
-    let run_dir = dir.join("run");
-    let mesh = support::start(policy, support::caller(None, 50), &run_dir).await;
-    let api = ApiServer::start(mesh.control(), store, mesh.run_dir())
-        .await
-        .unwrap();
-    Demo { mesh, api, run_dir }
-}
-
-impl Demo {
-    async fn stop(self) {
-        self.api.stop().await;
-        tokio::time::timeout(Duration::from_secs(60), self.mesh.shutdown())
-            .await
-            .expect("shutdown took over a minute")
-            .unwrap();
-    }
-}
 
 /// `local-mesh apply --run-dir <run_dir> -f -` with `text` on stdin, bounded in time.
 async fn apply_stdin(run_dir: &Path, text: &str) -> Output {
@@ -178,7 +150,7 @@ fn v2_lines(lines: &[(Instant, String)]) -> usize {
 async fn switching_the_split_mid_run_turns_the_log_within_2s_without_an_error_or_a_restart() {
     let _one = ONE_MESH_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = start_demo(dir.path()).await;
+    let mut demo = support::start_demo(dir.path(), 50).await;
     let pids = demo.mesh.pids();
 
     // The manifest's 30/70: v2 in the first 20 lines (missed by chance with p = 0.44^20 < 1e-7).
@@ -321,7 +293,7 @@ async fn gateway_cluster(run_dir: &Path, name: &str) -> serde_json::Value {
 async fn a_cluster_changed_back_and_forth_mid_run_fails_no_call() {
     let _one = ONE_MESH_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = start_demo(dir.path()).await;
+    let mut demo = support::start_demo(dir.path(), 50).await;
     let cluster = "outbound|443||hello-istio-v2.apps.cf.example";
     let verifying = gateway_cluster(&demo.run_dir, cluster).await;
     let validation = "/transport_socket/typed_config/common_tls_context/validation_context";
@@ -362,7 +334,7 @@ async fn a_cluster_changed_back_and_forth_mid_run_fails_no_call() {
 async fn refused_input_is_one_line_exit_2_and_the_demo_keeps_its_policy() {
     let _one = ONE_MESH_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = start_demo(dir.path()).await;
+    let mut demo = support::start_demo(dir.path(), 50).await;
     let all_v1 = all_to_v1(dir.path());
 
     // A valid change together with an unsupported kind: all or nothing.

@@ -14,10 +14,9 @@ use crate::support;
 use crate::support::ONE_MESH_AT_A_TIME;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use local_mesh::api::ApiServer;
 use local_mesh::mesh::{self, Mesh, MeshEvent};
 use local_mesh::policy::HelloVersion;
 use support::{Answer, classify};
@@ -36,24 +35,7 @@ const OVERFLOW_BODY: &str =
 const SETTLE_FAST: Duration = Duration::from_millis(500);
 const SETTLE_SLOW: Duration = Duration::from_millis(3500);
 
-struct Demo {
-    mesh: Mesh,
-    api: ApiServer,
-    run_dir: PathBuf,
-}
-
-/// The demo as `local-mesh` runs it with k8s/istio.yml, calling every 10 ms until stopped.
-async fn start_demo(dir: &Path) -> Demo {
-    let (policy, store) = local_mesh::load_policy(&support::repo_policy_path()).unwrap();
-    let run_dir = dir.join("run");
-    let mesh = support::start(policy, support::caller(None, 10), &run_dir).await;
-    let api = ApiServer::start(mesh.control(), store, mesh.run_dir())
-        .await
-        .unwrap();
-    Demo { mesh, api, run_dir }
-}
-
-impl Demo {
+impl support::Demo {
     /// `local-mesh apply -f <file>`, which must succeed; then the lines of calls that may have
     /// started before it are skipped.
     async fn apply(&mut self, file: &Path, settle: Duration) {
@@ -115,14 +97,6 @@ impl Demo {
         }
         lines
     }
-
-    async fn stop(self) {
-        self.api.stop().await;
-        tokio::time::timeout(Duration::from_secs(60), self.mesh.shutdown())
-            .await
-            .expect("shutdown took over a minute")
-            .unwrap();
-    }
 }
 
 /// The caller's next data line (its `#` notes are shown, not counted).
@@ -178,7 +152,7 @@ fn assert_all(what: &str, lines: &[(Answer, String)], answer: &Answer) {
 async fn routing_patterns_show_in_the_log_as_k8s_readme_says() {
     let _one = ONE_MESH_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = start_demo(dir.path()).await;
+    let mut demo = support::start_demo(dir.path(), 10).await;
 
     // Step 1, all v1. istiod drops the 0-weight destination, so not one v2 line may appear
     // (false alarm: 0). Nearest wrong policy: 5 % to v2, which passes 150 lines with
@@ -314,7 +288,7 @@ async fn routing_patterns_show_in_the_log_as_k8s_readme_says() {
 async fn flaky_and_slow_v2_patterns_show_in_the_log_as_k8s_readme_says() {
     let _one = ONE_MESH_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = start_demo(dir.path()).await;
+    let mut demo = support::start_demo(dir.path(), 10).await;
     let failure = Answer::Other("hello-cf v2: injected failure (FAIL_PERCENT=50)".to_owned());
 
     demo.set_v2_env(&[("FAIL_PERCENT", Some("50"))], SETTLE_FAST)

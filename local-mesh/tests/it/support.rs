@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use local_mesh::api::ApiServer;
 use local_mesh::mesh::{CallerOptions, Mesh, MeshOptions};
 use local_mesh::policy::{HelloVersion, Policy};
 
@@ -124,4 +125,32 @@ pub fn classify(line: &str) -> Answer {
         return Answer::NoEndpoints(host.to_owned());
     }
     Answer::Other(body.to_owned())
+}
+
+/// A demo as `local-mesh` runs it: the mesh with k8s/istio.yml, the caller calling every
+/// `interval_ms` until stopped, and the endpoint `local-mesh apply` talks to.
+pub struct Demo {
+    pub mesh: Mesh,
+    pub api: ApiServer,
+    pub run_dir: PathBuf,
+}
+
+pub async fn start_demo(dir: &Path, interval_ms: u64) -> Demo {
+    let (policy, store) = local_mesh::load_policy(&repo_policy_path()).unwrap();
+    let run_dir = dir.join("run");
+    let mesh = start(policy, caller(None, interval_ms), &run_dir).await;
+    let api = ApiServer::start(mesh.control(), store, mesh.run_dir())
+        .await
+        .unwrap();
+    Demo { mesh, api, run_dir }
+}
+
+impl Demo {
+    pub async fn stop(self) {
+        self.api.stop().await;
+        tokio::time::timeout(Duration::from_secs(60), self.mesh.shutdown())
+            .await
+            .expect("shutdown took over a minute")
+            .unwrap();
+    }
 }

@@ -38,13 +38,16 @@ const LOAD_FOR: Duration = Duration::from_secs(3);
 /// README.md); this only catches memory growing with the load.
 const MEMORY_BOUND_KIB: u64 = 128 * 1024;
 /// Per request. The slowest expected outcomes (504, a stalled body, the drip) take the
-/// proxy's 1s UPSTREAM_TIMEOUT; the rest is slack for a loaded 2-core machine.
+/// proxy's 2s UPSTREAM_TIMEOUT; the rest is slack for a loaded 2-core machine.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 const STEP: Duration = Duration::from_secs(60);
-/// The proxy's UPSTREAM_TIMEOUT here: when a 504 and the cut of a stalled body are due.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(1);
+/// The proxy's UPSTREAM_TIMEOUT here: when a 504 and the cut of a stalled body are due. Two
+/// seconds, not one: with 300 clients and the hostile upstream sharing two cores, an upstream
+/// that does answer (garbage, a drip) was seen to take just over a second to get its first
+/// bytes out, which a 1 s timeout turns into a 504 the fault does not call for.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// How late after UPSTREAM_TIMEOUT a 504 or a cut may come, with 300 clients on a loaded
-/// 2-core machine (README.md's run: the slowest took 1.13 s).
+/// 2-core machine.
 const TIMING_SLACK: Duration = Duration::from_secs(2);
 /// For the proxy to let go of closed connections.
 const SETTLE: Duration = Duration::from_secs(20);
@@ -416,10 +419,10 @@ async fn every_client_gets_its_answer_whatever_the_upstream_does() {
     let seed = seed();
     let upstream = HostileUpstream::start().await;
     let _loading = loading().await;
-    let settings = [("UPSTREAM_TIMEOUT", "1s"), ("DRAIN_TIMEOUT", "5s")];
+    let settings = [("UPSTREAM_TIMEOUT", "2s"), ("DRAIN_TIMEOUT", "5s")];
     assert_eq!(
         UPSTREAM_TIMEOUT,
-        Duration::from_secs(1),
+        Duration::from_secs(2),
         "the setting above"
     );
     let crate::support::ProxyProcess {
