@@ -12,7 +12,8 @@ use demo_common::{parse_duration, parse_positive_duration};
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "bench", version, about, long_about = None)]
 pub struct Config {
-    /// Directory holding the binaries (built with the `dist` profile) hello-cf, app-that-calls-externally and traffic.
+    /// Directory holding the binaries (built with the `dist` profile) hello-cf,
+    /// app-that-calls-externally, traffic, and the bench's byte-relay and canned-responder.
     #[arg(long, env = "BENCH_BIN_DIR", default_value = "target/dist")]
     pub bin_dir: PathBuf,
 

@@ -4,6 +4,7 @@
 //! loop with curl), in one run on one machine, pinned and unpinned, with every contender
 //! started, loaded and measured the same way.
 
+pub mod canned;
 pub mod config;
 pub mod envoy;
 pub mod haproxy;

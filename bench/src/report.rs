@@ -97,29 +97,71 @@ pub struct Comparison {
     pub connections: Vec<u32>,
     pub series: Vec<Series>,
     pub target: Option<Target>,
-    /// The series that is the floor of this comparison (the byte relay), if any.
+    /// The series that is the floor of this comparison (the byte relay, the canned answer),
+    /// if any: not a contender, never one of the target's peers.
     pub floor: Option<usize>,
 }
 
 impl Comparison {
-    /// What the floor (a contender doing no HTTP) serves against the best peer, in the same
-    /// run: a throughput target above that margin is beyond what any proxy reaches here.
-    fn floor_line(&self, checks: &[&verdict::Check]) -> Option<String> {
-        let floor = self.series.get(self.floor?)?;
-        let ratios: Vec<f64> = checks
+    fn floor_series(&self) -> Option<&Series> {
+        self.series.get(self.floor?)
+    }
+
+    /// What the floor (a contender doing no HTTP) serves against `peers` at each connection
+    /// count, and its CPU per request against theirs, in the same run: a target above the
+    /// floor's own margin is beyond what any HTTP server or proxy reaches here.
+    fn floor_line(&self, peers: &str, checks: &[&verdict::Check]) -> Option<String> {
+        let floor = self.floor_series()?;
+        if checks.is_empty() {
+            return None;
+        }
+        let floors: Vec<Result<verdict::FloorCheck, String>> = checks
             .iter()
-            .filter_map(|check| {
-                let summary = floor.at(check.connections)?;
-                (summary.failures == 0)
-                    .then(|| summary.requests_per_second / check.best_requests_per_second)
-            })
+            .map(|check| verdict::floor_check(floor, check))
             .collect();
-        let low = ratios.iter().copied().min_by(f64::total_cmp)?;
-        let high = ratios.iter().copied().max_by(f64::total_cmp)?;
-        Some(format!(
-            "floor ({}): {} serves {low:.2}-{high:.2}× the best peer's requests/s in the same run",
+        let counts = checks
+            .iter()
+            .map(|check| check.connections.to_string())
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let each = |figure: &dyn Fn(&verdict::FloorCheck) -> String| {
+            floors
+                .iter()
+                .map(|floor| {
+                    floor
+                        .as_ref()
+                        .map_or_else(|_| "failed run".to_owned(), figure)
+                })
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let requests = each(&|floor| format!("{:.2}×", floor.throughput_ratio));
+        let cpu = each(&|floor| opt(floor.cpu_per_request.map(micros)));
+        let peer_cpu = checks
+            .iter()
+            .map(|check| micros(check.best_cpu))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let cpu_ratio = each(&|floor| opt(floor.cpu_ratio().map(|r| format!("{r:.2}×"))));
+        let mut line = format!(
+            "floor ({}): {} against {peers} in the same run, at {counts} connections: \
+             requests/s {requests} theirs; CPU per request {cpu} against {peer_cpu} \
+             (theirs ÷ the floor's: {cpu_ratio})",
             self.pinning, floor.label
-        ))
+        );
+        let failed: Vec<&String> = floors
+            .iter()
+            .filter_map(|floor| floor.as_ref().err())
+            .collect();
+        if !failed.is_empty() {
+            let reasons: Vec<&str> = failed.iter().map(|reason| reason.as_str()).collect();
+            let _ = write!(
+                line,
+                "; a failed run decides nothing: {}",
+                reasons.join("; ")
+            );
+        }
+        Some(line)
     }
 
     fn checks(&self, target: &Target) -> Vec<Result<verdict::Check, String>> {
@@ -258,7 +300,8 @@ impl Report {
                 peers.concat()
             };
             let checks = comparison.checks(target);
-            let [throughput, cpu, p99] = verdict::verdicts(target, &checks);
+            let floor = comparison.floor_series();
+            let [throughput, cpu, p99] = verdict::verdicts(target, &checks, floor);
             let clean: Vec<&verdict::Check> = checks.iter().flatten().collect();
             let lowest = |f: fn(&verdict::Check) -> Option<f64>| {
                 clean
@@ -266,8 +309,13 @@ impl Report {
                     .filter_map(|check| f(check))
                     .min_by(f64::total_cmp)
             };
-            let why = |verdict: &Verdict, figures: String| match verdict {
-                Verdict::Failed(reason) => reason.clone(),
+            let why = |verdict: &Verdict, figures: String| match (verdict, floor) {
+                (Verdict::Failed(reason), _) => reason.clone(),
+                (Verdict::BeyondFloor, Some(floor)) => format!(
+                    "{figures}; at each connection count where it falls short, {} \
+                     falls short too: the target is beyond this machine's floor in this run",
+                    floor.label
+                ),
                 _ => figures,
             };
             let pinning = &comparison.pinning;
@@ -307,7 +355,7 @@ impl Report {
                     _ => String::new(),
                 }
             ));
-            if let Some(floor) = comparison.floor_line(&clean) {
+            if let Some(floor) = comparison.floor_line(&peers, &clean) {
                 lines.push(floor);
             }
         }
@@ -718,22 +766,93 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_floor_is_quoted_against_the_best_peer() {
+    /// The static comparison with `floor` as its floor series, hello-cf at 200 req/s against
+    /// nginx's 100 at 10 µs per request each.
+    fn with_floor(floor: Vec<Measured>) -> Comparison {
         let mut comparison = static_comparison(vec![run(16, 100.0, 3)]);
-        comparison
-            .series
-            .push(series("byte relay", vec![run(16, 125.0, 1)]));
+        comparison.target = Some(Target {
+            peers: vec![1],
+            throughput: 1.2,
+            cpu: 1.2,
+        });
+        comparison.series.push(series("canned answer", floor));
         comparison.floor = Some(2);
-        let report = Report {
+        comparison
+    }
+
+    fn render(comparison: Comparison) -> String {
+        Report {
             comparisons: vec![comparison],
             ..Report::default()
-        };
-        let text = report.render();
+        }
+        .render()
+    }
+
+    #[test]
+    fn the_floor_is_quoted_against_the_peer_and_never_counts_as_one() {
+        let mut floor = run(16, 125.0, 1);
+        floor.cpu_per_request = Some(Duration::from_micros(8));
+        let text = render(with_floor(vec![floor]));
         assert!(
             text.contains(
-                "- floor (pinned): byte relay serves 1.25-1.25× the best peer's requests/s"
+                "- floor (pinned): canned answer against nginx in the same run, at 16 connections: \
+                 requests/s 1.25× theirs; CPU per request 8.0 µs against 10.0 µs (theirs ÷ the \
+                 floor's: 1.25×)"
             ),
+            "{text}"
+        );
+        // The headline's best peer is nginx, not the faster floor.
+        assert!(
+            text.contains("| hello-cf | pinned | 16 | nginx | 2.00× |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 16 | canned answer | 125 | 1.60× |"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_miss_the_floor_shares_is_said_to_be_beyond_this_machine() {
+        // hello-cf serves 2× nginx at the same CPU per request; the floor spends as much.
+        let text = render(with_floor(vec![run(16, 104.0, 1)]));
+        assert!(
+            text.contains("met: hello-cf (pinned) ≥ 1.2× nginx requests/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "**MISSED (beyond this machine's floor)**: hello-cf (pinned) 1.2× less CPU per \
+                 request than nginx at every connection count: lowest ratio 1.00×; at each \
+                 connection count where it falls short, canned answer falls short too: the \
+                 target is beyond this machine's floor in this run"
+            ),
+            "{text}"
+        );
+        // A floor that spends a third less CPU: the target is within reach, the miss is ours.
+        let mut frugal = run(16, 104.0, 1);
+        frugal.cpu_per_request = Some(Duration::from_micros(7));
+        let text = render(with_floor(vec![frugal]));
+        assert!(
+            text.contains("- **MISSED**: hello-cf (pinned) 1.2× less CPU per request"),
+            "{text}"
+        );
+        assert!(!text.contains("beyond this machine"), "{text}");
+    }
+
+    #[test]
+    fn a_floor_run_with_failed_requests_decides_nothing() {
+        let mut failing = run(16, 104.0, 1);
+        failing.wrk.socket_errors = 5;
+        let text = render(with_floor(vec![failing]));
+        assert!(
+            text.contains("- **MISSED**: hello-cf (pinned) 1.2× less CPU per request"),
+            "{text}"
+        );
+        assert!(!text.contains("beyond this machine"), "{text}");
+        assert!(
+            text.contains("requests/s failed run theirs;")
+                && text.contains("a failed run decides nothing: canned answer failed 5 requests"),
             "{text}"
         );
     }

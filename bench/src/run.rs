@@ -69,6 +69,8 @@ pub enum Program {
     NginxProxyPerRequest,
     /// Not a contender: the floor of the proxy comparison (`relay.rs`).
     ByteRelay,
+    /// Not a contender: the floor of the hello-cf comparison (`canned.rs`).
+    CannedResponder,
     /// Not a contender: another build of the proxy (`--baseline-proxy`).
     BaselineProxy,
 }
@@ -85,6 +87,7 @@ impl Program {
             Program::Envoy => "Envoy (the mesh's proxy)",
             Program::NginxProxyPerRequest => "nginx proxy_pass (older demo)",
             Program::ByteRelay => "byte relay (floor, no HTTP)",
+            Program::CannedResponder => "canned answer (floor, no HTTP)",
             Program::BaselineProxy => "baseline build",
         }
     }
@@ -116,6 +119,7 @@ impl Program {
             ),
             Program::NginxProxyPerRequest => "the older demo's: `proxy_pass $URL`, `proxy_http_version 1.1`, no keep-alive pool (a new upstream connection per request), `worker_processes auto`".into(),
             Program::ByteRelay => "not a contender: a TCP relay that copies bytes and does no HTTP (`bench/src/relay.rs`), the floor no HTTP proxy can go below on this machine".into(),
+            Program::CannedResponder => "not a contender: a server that counts request heads by their blank line and writes hello-cf's answer bytes (a fixed date) for each, no parsing and no HTTP (`bench/src/canned.rs`), placed like hello-cf; the floor no HTTP server can go below on this machine".into(),
             Program::BaselineProxy => "not a contender: the proxy build given with --baseline-proxy".into(),
         }
     }
@@ -147,7 +151,19 @@ impl Program {
 
     /// Reference points, not contenders: no footprint row.
     fn is_reference(self) -> bool {
-        matches!(self, Program::ByteRelay | Program::BaselineProxy)
+        matches!(
+            self,
+            Program::ByteRelay | Program::CannedResponder | Program::BaselineProxy
+        )
+    }
+
+    /// How the check before the load reads the answer: the canned responder reads no header,
+    /// so it does not close on `Connection: close`; its answer ends with its length.
+    fn answer_ending(self) -> probe::Ending {
+        match self {
+            Program::CannedResponder => probe::Ending::Length,
+            _ => probe::Ending::Close,
+        }
     }
 }
 
@@ -343,13 +359,15 @@ impl Bench {
         if placement.pinning == Pinning::Pinned {
             programs.push(Program::NginxStaticfile);
         }
+        programs.push(Program::CannedResponder);
+        let floor = programs.len() - 1;
         let comparison = self.compare(
             "hello-cf vs nginx, same 31-byte answer",
             &programs,
             None,
             placement,
             Some(static_target()),
-            None,
+            Some(floor),
         )?;
         self.report.comparisons.push(comparison);
         Ok(())
@@ -583,12 +601,17 @@ impl Bench {
                     .map_err(|error| fail(&running, error))?
             }
         };
-        let startup =
-            probe::first_answer(addr, GREETING.as_bytes(), started, START_DEADLINE, || {
-                running.exited().is_none()
-            })
-            .map_err(|error| fail(&running, format!("on {addr}: {error}")))?;
-        let answer = probe::get(addr, Duration::from_secs(5))?;
+        let ending = program.answer_ending();
+        let startup = probe::first_answer(
+            addr,
+            ending,
+            GREETING.as_bytes(),
+            started,
+            START_DEADLINE,
+            || running.exited().is_none(),
+        )
+        .map_err(|error| fail(&running, format!("on {addr}: {error}")))?;
+        let answer = probe::get_until(addr, ending, Duration::from_secs(5))?;
         ensure!(
             answer.header("content-type") == Some(CONTENT_TYPE),
             "{} answers Content-Type {:?}, not {CONTENT_TYPE:?}",
@@ -650,6 +673,9 @@ impl Bench {
                 let mut command = procs::command(&self.config.bin_dir.join("byte-relay"), cpus);
                 command.env("UPSTREAM", upstream.to_string());
                 command
+            }
+            Program::CannedResponder => {
+                procs::command(&self.config.bin_dir.join("canned-responder"), cpus)
             }
             _ => bail!("{} is not one of the demo's programs", program.label()),
         };
@@ -873,6 +899,7 @@ pub fn check_config(config: &Config) -> Result<(), String> {
         ("app-that-calls-externally", "app-that-calls-externally"),
         ("traffic", "traffic"),
         ("byte-relay", "bench-tools"),
+        ("canned-responder", "bench-tools"),
     ];
     for (binary, package) in binaries {
         let path = config.bin_dir.join(binary);
@@ -1099,12 +1126,13 @@ mod tests {
         );
     }
 
-    /// The four programs every run needs.
-    const PROGRAMS: [&str; 4] = [
+    /// The five programs every run needs.
+    const PROGRAMS: [&str; 5] = [
         "hello-cf",
         "app-that-calls-externally",
         "traffic",
         "byte-relay",
+        "canned-responder",
     ];
 
     /// A bin dir holding empty stand-ins for `binaries`.
@@ -1126,6 +1154,17 @@ mod tests {
         let line = check_config(&config(&["--bin-dir", path(dir.path())])).expect_err("no relay");
         assert!(
             line.contains("no byte-relay") && line.contains("-p bench-tools"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_bin_dir_without_the_canned_responder_names_the_package_that_builds_it() {
+        let dir = bin_dir_with(&PROGRAMS[..4]);
+        let line =
+            check_config(&config(&["--bin-dir", path(dir.path())])).expect_err("no responder");
+        assert!(
+            line.contains("no canned-responder") && line.contains("-p bench-tools"),
             "{line}"
         );
     }

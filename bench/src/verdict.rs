@@ -6,6 +6,13 @@
 //! its figures prove nothing, and the verdict says "failed run" instead of comparing them. A
 //! peer that served no requests leaves nothing to compare against: an error, not an infinite
 //! ratio.
+//!
+//! A comparison may have a floor: a contender that does no HTTP at all (the byte relay, the
+//! canned answer), measured in the same run against the same peers. A missed figure is
+//! "beyond the floor" when, at every connection count where ours falls short, the floor's clean
+//! run falls short of the same target too: no HTTP server or proxy reaches it on this machine.
+//! A floor run with failed requests, or without the figure, decides nothing: the miss stays a
+//! plain miss.
 
 use std::time::Duration;
 
@@ -27,6 +34,8 @@ pub struct Target {
 pub enum Verdict {
     Met,
     Missed,
+    /// Missed, and the floor misses it too wherever ours does: beyond this machine.
+    BeyondFloor,
     /// The runs cannot decide: a contender failed requests or a peer served nothing.
     Failed(String),
 }
@@ -36,6 +45,7 @@ impl Verdict {
         match self {
             Verdict::Met => "met:",
             Verdict::Missed => "**MISSED**:",
+            Verdict::BeyondFloor => "**MISSED (beyond this machine's floor)**:",
             Verdict::Failed(_) => "**FAILED RUN**:",
         }
     }
@@ -66,6 +76,41 @@ impl Check {
         let ours = self.ours.cpu_per_request?.as_secs_f64();
         (ours > 0.0).then(|| self.best_cpu.as_secs_f64() / ours)
     }
+}
+
+/// The floor's figures against the best peer's at one connection count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloorCheck {
+    pub connections: u32,
+    /// The floor's requests/s over the best peer's.
+    pub throughput_ratio: f64,
+    /// The floor's CPU per request, if measured.
+    pub cpu_per_request: Option<Duration>,
+    /// The lowest CPU per request among the peers.
+    pub best_cpu: Duration,
+}
+
+impl FloorCheck {
+    /// The best peer's CPU per request over the floor's (above 1: the floor spends less).
+    pub fn cpu_ratio(&self) -> Option<f64> {
+        let floor = self.cpu_per_request?.as_secs_f64();
+        (floor > 0.0).then(|| self.best_cpu.as_secs_f64() / floor)
+    }
+}
+
+/// The floor's figures against the same best peer as `check`, or why its runs cannot say.
+pub fn floor_check(floor: &Series, check: &Check) -> Result<FloorCheck, String> {
+    let connections = check.connections;
+    let summary = floor
+        .at(connections)
+        .ok_or_else(|| format!("{} has no runs at {connections} connections", floor.label))?;
+    usable(&floor.label, &summary, connections, false)?;
+    Ok(FloorCheck {
+        connections,
+        throughput_ratio: summary.requests_per_second / check.best_requests_per_second,
+        cpu_per_request: summary.cpu_per_request,
+        best_cpu: check.best_cpu,
+    })
 }
 
 /// Our figures against the best of `target.peers` at `connections`, or why the runs cannot say.
@@ -137,8 +182,13 @@ fn usable(label: &str, summary: &Summary, connections: u32, peer: bool) -> Resul
 }
 
 /// The three verdicts (requests/s, CPU per request, p99) over `checks`, one per connection
-/// count; any failed count fails all three.
-pub fn verdicts(target: &Target, checks: &[Result<Check, String>]) -> [Verdict; 3] {
+/// count; any failed count fails all three. A missed requests/s or CPU figure is
+/// [`Verdict::BeyondFloor`] when `floor` misses the same target at every count where ours does.
+pub fn verdicts(
+    target: &Target,
+    checks: &[Result<Check, String>],
+    floor: Option<&Series>,
+) -> [Verdict; 3] {
     if let Some(Err(reason)) = checks.iter().find(|check| check.is_err()) {
         let failed = Verdict::Failed(reason.clone());
         return [failed.clone(), failed.clone(), failed];
@@ -148,15 +198,50 @@ pub fn verdicts(target: &Target, checks: &[Result<Check, String>]) -> [Verdict; 
         return [failed.clone(), failed.clone(), failed];
     }
     let checks: Vec<&Check> = checks.iter().flatten().collect();
-    let met = |ok: bool| if ok { Verdict::Met } else { Verdict::Missed };
-    let throughput = checks
-        .iter()
-        .all(|check| check.throughput_ratio() >= target.throughput);
-    let cpu = checks
-        .iter()
-        .all(|check| check.cpu_ratio().is_some_and(|ratio| ratio >= target.cpu));
-    let p99 = checks.iter().all(|check| check.ours.p99 <= check.best_p99);
-    [met(throughput), met(cpu), met(p99)]
+    let throughput = decide(
+        &checks,
+        floor,
+        |check| check.throughput_ratio() >= target.throughput,
+        |floor| Some(floor.throughput_ratio >= target.throughput),
+    );
+    let cpu = decide(
+        &checks,
+        floor,
+        |check| check.cpu_ratio().is_some_and(|ratio| ratio >= target.cpu),
+        |floor| Some(floor.cpu_ratio()? >= target.cpu),
+    );
+    let p99 = decide(
+        &checks,
+        None,
+        |check| check.ours.p99 <= check.best_p99,
+        |_| None,
+    );
+    [throughput, cpu, p99]
+}
+
+/// Met when ours `reaches` the target at every count; otherwise beyond the floor when the floor
+/// is known not to reach it (`floor_reaches` gives `Some(false)`) at each count ours misses.
+fn decide(
+    checks: &[&Check],
+    floor: Option<&Series>,
+    reaches: impl Fn(&Check) -> bool,
+    floor_reaches: impl Fn(&FloorCheck) -> Option<bool>,
+) -> Verdict {
+    let mut missed = checks.iter().filter(|check| !reaches(check)).peekable();
+    if missed.peek().is_none() {
+        return Verdict::Met;
+    }
+    let Some(floor) = floor else {
+        return Verdict::Missed;
+    };
+    let floor_misses_too = missed.all(|check| {
+        floor_check(floor, check).is_ok_and(|floor| floor_reaches(&floor) == Some(false))
+    });
+    if floor_misses_too {
+        Verdict::BeyondFloor
+    } else {
+        Verdict::Missed
+    }
 }
 
 #[cfg(test)]
@@ -203,7 +288,7 @@ mod tests {
     }
 
     fn decide(all: &[Series], target: &Target) -> [Verdict; 3] {
-        verdicts(target, &[check(all, target, 64)])
+        verdicts(target, &[check(all, target, 64)], None)
     }
 
     #[test]
@@ -289,5 +374,100 @@ mod tests {
             decide(&all, &target),
             [Verdict::Missed, Verdict::Missed, Verdict::Met]
         );
+    }
+
+    fn static_target() -> Target {
+        Target {
+            peers: vec![1],
+            throughput: 1.2,
+            cpu: 1.2,
+        }
+    }
+
+    /// hello-cf at 1.01× nginx's requests/s, 6 against 6 µs per request (misses both), with
+    /// `floor` as the floor's run.
+    fn decide_with_floor(floor: Measured) -> [Verdict; 3] {
+        let all = [
+            series("hello-cf", run(101.0, 6, 4, 0)),
+            series("nginx", run(100.0, 6, 4, 0)),
+        ];
+        let target = static_target();
+        verdicts(
+            &target,
+            &[check(&all, &target, 64)],
+            Some(&series("canned answer", floor)),
+        )
+    }
+
+    #[test]
+    fn a_miss_the_floor_shares_is_beyond_the_floor_and_one_it_does_not_is_missed() {
+        // The floor itself serves 1.04× and spends 6 µs: the 1.2× targets are beyond it.
+        assert_eq!(
+            decide_with_floor(run(104.0, 6, 4, 0)),
+            [Verdict::BeyondFloor, Verdict::BeyondFloor, Verdict::Met]
+        );
+        // The floor serves 1.3× at 4 µs: the targets are within reach, the misses are ours.
+        assert_eq!(
+            decide_with_floor(run(130.0, 4, 4, 0)),
+            [Verdict::Missed, Verdict::Missed, Verdict::Met]
+        );
+        // Each figure on its own: the floor reaches the throughput, not the CPU target.
+        assert_eq!(
+            decide_with_floor(run(130.0, 6, 4, 0)),
+            [Verdict::Missed, Verdict::BeyondFloor, Verdict::Met]
+        );
+    }
+
+    #[test]
+    fn a_floor_that_failed_requests_or_has_no_figure_decides_nothing() {
+        // Slow enough to put the target beyond it, but it failed requests: a plain miss.
+        assert_eq!(
+            decide_with_floor(run(104.0, 6, 4, 7)),
+            [Verdict::Missed, Verdict::Missed, Verdict::Met]
+        );
+        // No CPU figure: the throughput is beyond it, the CPU verdict stays a plain miss.
+        let mut no_cpu = run(104.0, 6, 4, 0);
+        no_cpu.cpu_per_request = None;
+        assert_eq!(
+            decide_with_floor(no_cpu),
+            [Verdict::BeyondFloor, Verdict::Missed, Verdict::Met]
+        );
+    }
+
+    #[test]
+    fn the_floor_is_asked_only_where_ours_falls_short() {
+        let target = static_target();
+        let at = |connections, rps| Measured {
+            connections,
+            ..run(rps, 6, 4, 0)
+        };
+        let two_counts = |floor_at_16: f64| {
+            let of = |label: &str, runs: Vec<Measured>| Series {
+                label: label.into(),
+                note: String::new(),
+                runs,
+            };
+            let all = [
+                of("hello-cf", vec![at(16, 130.0), at(64, 101.0)]),
+                of("nginx", vec![at(16, 100.0), at(64, 100.0)]),
+            ];
+            let floor = of("canned answer", vec![at(16, floor_at_16), at(64, 104.0)]);
+            let checks = [check(&all, &target, 16), check(&all, &target, 64)];
+            verdicts(&target, &checks, Some(&floor))[0].clone()
+        };
+        // Ours misses at 64 only, where the floor serves 1.04×: beyond the floor, whatever the
+        // floor did at 16.
+        assert_eq!(two_counts(150.0), Verdict::BeyondFloor);
+        assert_eq!(two_counts(90.0), Verdict::BeyondFloor);
+        // A failed run of ours anywhere fails the verdict, floor or not.
+        let all = [
+            series("hello-cf", run(101.0, 6, 4, 3)),
+            series("nginx", run(100.0, 6, 4, 0)),
+        ];
+        let floor = series("canned answer", run(104.0, 6, 4, 0));
+        assert!(matches!(
+            &verdicts(&target, &[check(&all, &target, 64)], Some(&floor))[0],
+            Verdict::Failed(_)
+        ));
     }
 }
