@@ -6,6 +6,8 @@
 //! connection is parked in a shared idle list, where the next new client connection picks it up;
 //! parked connections are closed after [`IDLE_TIMEOUT`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ use crate::connect::{ConnectError, Connector};
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Sender = SendRequest<StallGuard>;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why a request got no answer from the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -56,10 +60,10 @@ impl Upstreams {
 
     /// The upstream side of one new client connection.
     pub(crate) fn for_connection(self: &Arc<Self>) -> ConnectionUpstream {
-        ConnectionUpstream(Arc::new(Held {
+        ConnectionUpstream {
             upstreams: Arc::clone(self),
             sender: Mutex::new(None),
-        }))
+        }
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Idle> {
@@ -112,9 +116,19 @@ impl Upstreams {
         }
     }
 
+    /// [`Upstreams::connect`] behind a pointer. The connect future (TCP, proxy tunnel, TLS
+    /// handshake) is several kilobytes; awaited inline it would make every request's future
+    /// that large, and hyper moves a request's future more than once before polling it.
+    /// Connections are rare, requests are not.
+    fn connect_boxed(&self) -> BoxFuture<'_, Result<Sender, UpstreamError>> {
+        Box::pin(self.connect())
+    }
+
     async fn connect(&self) -> Result<Sender, UpstreamError> {
         let io = self.connector.connect().await?;
-        let (sender, connection) = http1::handshake(io).await?;
+        // One buffer and one `send` per request, as the server side does (see
+        // `demo_common::server`).
+        let (sender, connection) = http1::Builder::new().writev(false).handshake(io).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "upstream connection ended with an error");
@@ -147,18 +161,15 @@ async fn sweep(upstreams: Weak<Upstreams>) {
     }
 }
 
-/// The upstream side of one client connection; cheap to clone (the server clones the service
-/// for every request). Parks its upstream connection when the client connection ends.
-#[derive(Clone)]
-pub(crate) struct ConnectionUpstream(Arc<Held>);
-
-struct Held {
+/// The upstream side of one client connection. Parks its upstream connection when the client
+/// connection ends.
+pub(crate) struct ConnectionUpstream {
     upstreams: Arc<Upstreams>,
     /// Out of the slot while a request is on its way; back once the response head is in.
     sender: Mutex<Option<Sender>>,
 }
 
-impl Drop for Held {
+impl Drop for ConnectionUpstream {
     fn drop(&mut self) {
         let sender = self
             .sender
@@ -179,15 +190,15 @@ impl ConnectionUpstream {
         &self,
         mut request: Request<StallGuard>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let held = self.take().or_else(|| self.0.upstreams.unpark());
+        let held = self.take().or_else(|| self.upstreams.unpark());
         let (mut sender, mut reused) = match held {
             Some(sender) => (sender, true),
-            None => (self.0.upstreams.connect().await?, false),
+            None => (self.upstreams.connect_boxed().await?, false),
         };
         loop {
             // Waits for the previous response body to be read off the connection.
             if sender.ready().await.is_err() && reused {
-                sender = self.0.upstreams.connect().await?;
+                sender = self.upstreams.connect_boxed().await?;
                 reused = false;
                 continue;
             }
@@ -203,7 +214,7 @@ impl ConnectionUpstream {
                             "reused upstream connection failed; retrying on a new one"
                         );
                         request = unsent;
-                        sender = self.0.upstreams.connect().await?;
+                        sender = self.upstreams.connect_boxed().await?;
                         reused = false;
                     }
                     _ => return Err(error.into_error().into()),
@@ -214,7 +225,6 @@ impl ConnectionUpstream {
 
     fn take(&self) -> Option<Sender> {
         let sender = self
-            .0
             .sender
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -223,6 +233,6 @@ impl ConnectionUpstream {
     }
 
     fn put(&self, sender: Sender) {
-        *self.0.sender.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+        *self.sender.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
     }
 }

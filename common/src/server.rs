@@ -167,8 +167,13 @@ impl Server {
             .map_or_else(|_| "unknown".to_owned(), |address| address.to_string());
         let graceful = GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();
+        // `writev(false)`: hyper copies a response's head and body into one buffer and sends
+        // it with one `send`, rather than pointing `writev` at the pieces. For the short
+        // answers served here the copy is cheaper than the kernel's vectored path: the proxy
+        // spends 5-9 % less CPU per request (bench/README.md, "What the changes bought").
         http.timer(TokioTimer::new())
-            .header_read_timeout(options.header_read_timeout);
+            .header_read_timeout(options.header_read_timeout)
+            .writev(false);
         let http = Arc::new(http);
         tokio::pin!(shutdown);
         loop {
