@@ -15,6 +15,7 @@
 #   bench/profile.sh DIR...            each DIR holds hello-cf and app-that-calls-externally
 #   PROFILE_SECONDS=10 PROFILE_CONNECTIONS=16 bench/profile.sh target/release /tmp/before
 #   PROFILE_PROGRAMS=hello-cf bench/profile.sh DIR...   one program only
+#   PROFILE_PEERS=1 bench/profile.sh target/dist        and the proxy's tuned HAProxy beside it
 #
 # PROFILE_CONNECTIONS=1 gives figures that repeat within about 1 % (one request per wake-up).
 #
@@ -24,6 +25,12 @@ seconds=${PROFILE_SECONDS:-10}
 connections=${PROFILE_CONNECTIONS:-16}
 warmup=${PROFILE_WARMUP:-2}
 programs=${PROFILE_PROGRAMS:-hello-cf app-that-calls-externally}
+# PROFILE_PEERS=1: also the proxy's tuned HAProxy, started by the bench's `peer`
+# (PROFILE_PEER_BIN) as the bench configures it, one thread. (Not nginx: its serving worker is
+# a forked child that callgrind_control cannot reach, and its single-process mode crashes on
+# the inherited listening socket the bench passes.)
+peers=${PROFILE_PEERS:-}
+peer_bin=${PROFILE_PEER_BIN:-target/dist/peer}
 (($#)) || {
   echo "usage: bench/profile.sh BIN_DIR..." >&2
   exit 2
@@ -34,6 +41,11 @@ for tool in valgrind callgrind_control perf wrk python3 taskset; do
     exit 2
   }
 done
+
+if [[ -n $peers && ! -x $peer_bin ]]; then
+  echo "profile: no $peer_bin (cargo build --profile dist -p bench-tools, or set PROFILE_PEER_BIN)" >&2
+  exit 2
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -87,33 +99,45 @@ stop() {
   wait "$1" 2>/dev/null || true
 }
 
-# measure DIR PROGRAM: prints one markdown row.
+# measure DIR PROGRAM: prints one markdown row. PROGRAM is one of ours, in DIR, or `haproxy`:
+# the bench's tuned HAProxy, started by the bench's `peer`, in front of DIR's hello-cf.
 measure() {
   local dir=$1 program=$2 key=address
   upstream_url=""
-  local upstream_pid=""
-  if [[ $program == app-that-calls-externally ]]; then
-    key=proxy_addr
+  local upstream_pid="" upstream_addr=""
+  if [[ $program == app-that-calls-externally || $program == haproxy ]]; then
+    [[ $program == app-that-calls-externally ]] && key=proxy_addr
     start "$work/upstream.log" address taskset -c 0 "$dir/hello-cf"
     upstream_pid=$started_pid
+    upstream_addr=$started_addr
     upstream_url="http://$started_addr/"
   fi
+  # server WRAPPER...: the command line that runs PROGRAM under WRAPPER.
+  server() {
+    case $program in
+      haproxy) echo "$peer_bin" --upstream "$upstream_addr" --dir "$work/peer" -- "$@" ;;
+      *) echo "$@" "$dir/$program" ;;
+    esac
+  }
   # Instructions, under callgrind.
-  start "$work/cg.log" "$key" taskset -c 0 \
-    valgrind --tool=callgrind --callgrind-out-file="$work/cg.out.%p" "$dir/$program"
-  local pid=$started_pid addr=$started_addr
+  # shellcheck disable=SC2046 # word splitting of the command line is intended
+  start "$work/cg.log" "$key" $(server taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out.%p")
+  local pid addr=$started_addr
+  pid=$started_pid
   timed "$addr" "$warmup" >/dev/null
   callgrind_control --zero "$pid" >/dev/null 2>&1
   local answered
   answered=$(timed "$addr" "$seconds") || exit 1
   callgrind_control --dump "$pid" >/dev/null 2>&1
-  stop "$pid"
+  stop "$started_pid"
   local instructions
   instructions=$(grep -h '^totals:' "$work"/cg.out."$pid".* 2>/dev/null | awk '{s += $2} END {print s}')
   rm -f "$work"/cg.out.*
   # System calls, natively.
-  start "$work/native.log" "$key" taskset -c 0 "$dir/$program"
-  pid=$started_pid addr=$started_addr
+  # shellcheck disable=SC2046
+  start "$work/native.log" "$key" $(server taskset -c 0)
+  addr=$started_addr
+  pid=$started_pid
   timed "$addr" "$warmup" >/dev/null
   perf stat -x, -o "$work/perf.out" -p "$pid" \
     -e raw_syscalls:sys_enter,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait &
@@ -123,9 +147,11 @@ measure() {
   native=$(timed "$addr" "$seconds") || exit 1
   kill -INT "$perf_pid"
   wait "$perf_pid" 2>/dev/null || true
-  stop "$pid"
+  stop "$started_pid"
   [[ -n $upstream_pid ]] && stop "$upstream_pid"
-  python3 - "$dir" "$program" "$instructions" "$answered" "$native" "$work/perf.out" <<'EOF'
+  local label=$dir
+  [[ $program == haproxy ]] && label="tuned peer, 1 thread"
+  python3 - "$label" "$program" "$instructions" "$answered" "$native" "$work/perf.out" <<'EOF'
 import sys
 dir_, program, instructions, done, native, perf = sys.argv[1:]
 counts = {}
@@ -150,4 +176,8 @@ for program in $programs; do
   for dir in "$@"; do
     measure "$dir" "$program"
   done
+  # The peers of this program, once, in front of the first build's hello-cf.
+  if [[ -n $peers ]]; then
+    [[ $program == app-that-calls-externally ]] && measure "$1" haproxy
+  fi
 done
