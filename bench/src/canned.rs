@@ -21,22 +21,7 @@ pub const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=
 
 /// Accepts on `listener` forever, answering each request head with [`ANSWER`].
 pub async fn serve(listener: TcpListener) {
-    loop {
-        let client = match listener.accept().await {
-            Ok((client, _)) => client,
-            Err(error) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        tokio::spawn(async move {
-            if let Err(error) = answer(client).await {
-                tracing::debug!(%error, "connection ended");
-            }
-        });
-    }
+    crate::floor::serve_each(listener, answer).await;
 }
 
 /// Answers each complete request head until the client closes its side.

@@ -7,6 +7,7 @@
 pub mod canned;
 pub mod config;
 pub mod envoy;
+pub mod floor;
 pub mod haproxy;
 pub mod listen;
 pub mod nginx;

@@ -1,7 +1,7 @@
 //! The proxy comparison's reference point: a TCP relay that does no HTTP at all.
 //!
 //! Each client connection gets one upstream connection of its own and the bytes are copied both
-//! ways as they come, as a layer-4 proxy does: no parsing, no headers, no timers, no pool, one
+//! ways as they come, as a layer-4 proxy does: no parsing, no headers, no timers, no pool, on
 //! thread. Per request it costs what the kernel charges for two loopback TCP round trips and
 //! next to nothing else, a floor no HTTP proxy can go below on the same machine.
 
@@ -11,22 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Accepts on `listener` forever, relaying each connection to `upstream`.
 pub async fn serve(listener: TcpListener, upstream: SocketAddr) {
-    loop {
-        let client = match listener.accept().await {
-            Ok((client, _)) => client,
-            Err(error) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        tokio::spawn(async move {
-            if let Err(error) = relay(client, upstream).await {
-                tracing::debug!(%error, "relay connection ended");
-            }
-        });
-    }
+    crate::floor::serve_each(listener, move |client| relay(client, upstream)).await;
 }
 
 /// Copies both ways until both sides have closed.

@@ -21,21 +21,6 @@ struct Config {
 fn main() -> ExitCode {
     let config: Config = demo_common::cli::parse_or_exit();
     demo_common::logging::init(demo_common::logging::LogFormat::Text, "info");
-    demo_common::runtime::block_on(async {
-        let address = SocketAddr::new(config.bind_address, config.port);
-        match tokio::net::TcpListener::bind(address).await {
-            Ok(listener) => {
-                match listener.local_addr() {
-                    Ok(address) => tracing::info!(%address, "canned-responder listening"),
-                    Err(error) => tracing::warn!(%error, "listening on an unknown address"),
-                }
-                bench_tools::canned::serve(listener).await;
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                tracing::error!(%address, %error, "cannot listen");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    let address = SocketAddr::new(config.bind_address, config.port);
+    bench_tools::floor::run("canned-responder", address, bench_tools::canned::serve)
 }

@@ -1,0 +1,60 @@
+//! What the two floors (`relay` for the proxies, `canned` for hello-cf) share: the accept loop,
+//! and the process around it.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+/// Accepts on `listener` forever, each connection handled by `handle` in a task of its own.
+pub async fn serve_each<H, F>(listener: TcpListener, handle: H)
+where
+    H: Fn(TcpStream) -> F,
+    F: Future<Output = io::Result<()>> + Send + 'static,
+{
+    loop {
+        let client = match listener.accept().await {
+            Ok((client, _)) => client,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let handled = handle(client);
+        tokio::spawn(async move {
+            if let Err(error) = handled.await {
+                tracing::debug!(%error, "connection ended");
+            }
+        });
+    }
+}
+
+/// A floor's process: listens on `address` (port 0: one the OS picks), logs it as `address=`
+/// for the bench, and serves with `serve` on the runtime our programs use.
+pub fn run<S, F>(name: &str, address: SocketAddr, serve: S) -> ExitCode
+where
+    S: FnOnce(TcpListener) -> F,
+    F: Future<Output = ()>,
+{
+    demo_common::runtime::block_on(async {
+        match TcpListener::bind(address).await {
+            Ok(listener) => {
+                match listener.local_addr() {
+                    Ok(address) => tracing::info!(%address, "{name} listening"),
+                    Err(error) => tracing::warn!(%error, "listening on an unknown address"),
+                }
+                serve(listener).await;
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!(%address, %error, "cannot listen");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
