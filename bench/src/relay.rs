@@ -2,8 +2,9 @@
 //!
 //! Each client connection gets one upstream connection of its own and the bytes are copied both
 //! ways as they come, as a layer-4 proxy does: no parsing, no headers, no timers, no pool, on
-//! thread. Per request it costs what the kernel charges for two loopback TCP round trips and
-//! next to nothing else, a floor no HTTP proxy can go below on the same machine.
+//! the runtime our programs use. Per request it costs what the kernel charges for two loopback
+//! TCP round trips and next to nothing else, a floor no HTTP proxy can go below on the same
+//! machine.
 
 use std::net::SocketAddr;
 
