@@ -169,11 +169,19 @@ impl Server {
         let mut http = hyper::server::conn::http1::Builder::new();
         // `writev(false)`: hyper copies a response's head and body into one buffer and sends
         // it with one `send`, rather than pointing `writev` at the pieces. For the short
-        // answers served here the copy is cheaper than the kernel's vectored path: the proxy
-        // spends 5-9 % less CPU per request (bench/README.md, "What the changes bought").
+        // answers served here the copy is cheaper than the kernel's vectored path: 3.5-4.4 %
+        // fewer instructions per request (bench/README.md, "What the changes bought").
+        //
+        // `half_close(true)`: a client that shuts its sending side once its request is out
+        // (HTTP/1.1 allows it) still gets its answer, where hyper's default closes the
+        // connection unanswered. hyper then also stops reading ahead while a request is being
+        // answered (only to look for that close), which spared a fresh read buffer per request:
+        // 5 % of hello-cf's instructions, 2.5 % of the proxy's. A client that goes away
+        // mid-request is noticed when its answer is written, not before.
         http.timer(TokioTimer::new())
             .header_read_timeout(options.header_read_timeout)
-            .writev(false);
+            .writev(false)
+            .half_close(true);
         let http = Arc::new(http);
         tokio::pin!(shutdown);
         loop {

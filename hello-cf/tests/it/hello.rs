@@ -206,3 +206,22 @@ async fn binary_serves_where_the_environment_says_and_drains_on_sigterm() {
         "still accepting"
     );
 }
+
+/// A client may shut its sending side once its request is out (HTTP/1.1 allows it); the answer
+/// must still come, even when it takes a while.
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    use tokio::io::AsyncWriteExt as _;
+    let address = start(config(&["--delay", "200ms"])).await;
+    let mut client = RawConnection::connect(address, Duration::from_secs(10))
+        .await
+        .unwrap();
+    client
+        .write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    client.stream().shutdown().await.unwrap();
+    let answer = String::from_utf8(client.read_to_end().await.unwrap()).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+    assert_eq!(body_of(&answer), "Hello K8s, from CF v1 service!\n");
+}
