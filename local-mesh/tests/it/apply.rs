@@ -61,17 +61,8 @@ fn all_to_v1(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(support::repo_policy_path()).unwrap();
     for document in serde_norway::Deserializer::from_str(&text) {
         let mut value = <serde_norway::Value as serde::Deserialize>::deserialize(document).unwrap();
-        let routes = value
-            .get_mut("spec")
-            .and_then(|spec| spec.get_mut("http"))
-            .and_then(|http| http.get_mut(0))
-            .and_then(|route| route.get_mut("route"))
-            .and_then(serde_norway::Value::as_sequence_mut);
-        let Some(routes) = routes.filter(|routes| routes.len() > 1) else {
+        if !support::all_to_first_destination(&mut value) {
             continue;
-        };
-        for (index, route) in routes.iter_mut().enumerate() {
-            route["weight"] = serde_norway::Value::from(if index == 0 { 100 } else { 0 });
         }
         let path = dir.join("all-v1.yml");
         std::fs::write(&path, serde_norway::to_string(&value).unwrap()).unwrap();

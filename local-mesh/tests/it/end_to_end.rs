@@ -321,26 +321,13 @@ async fn bounded_run_follows_the_policy_and_the_router_sees_only_tls_with_its_ho
 fn all_to_first_destination(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(repo_policy_path()).unwrap();
     let mut documents = Vec::new();
-    let mut edited = 0;
+    let mut edited = false;
     for document in serde_norway::Deserializer::from_str(&text) {
         let mut value = <serde_norway::Value as serde::Deserialize>::deserialize(document).unwrap();
-        let routes = value
-            .get_mut("spec")
-            .and_then(|spec| spec.get_mut("http"))
-            .and_then(|http| http.get_mut(0))
-            .and_then(|route| route.get_mut("route"))
-            .and_then(serde_norway::Value::as_sequence_mut);
-        if let Some(routes) = routes
-            && routes.len() > 1
-        {
-            for (index, route) in routes.iter_mut().enumerate() {
-                route["weight"] = serde_norway::Value::from(if index == 0 { 100 } else { 0 });
-                edited += 1;
-            }
-        }
+        edited |= support::all_to_first_destination(&mut value);
         documents.push(serde_norway::to_string(&value).unwrap());
     }
-    assert!(edited >= 2, "no weighted route found in the manifest");
+    assert!(edited, "no weighted route found in the manifest");
     let path = dir.join("istio-100-0.yml");
     std::fs::write(&path, documents.join("---\n")).unwrap();
     path

@@ -7,6 +7,24 @@ use local_mesh::api::ApiServer;
 use local_mesh::mesh::{CallerOptions, Mesh, MeshOptions};
 use local_mesh::policy::{HelloVersion, Policy};
 
+/// Puts all of a VirtualService document's first weighted route on its first destination
+/// (weight 100, the others 0); false when the document has no such route.
+pub fn all_to_first_destination(document: &mut serde_norway::Value) -> bool {
+    let routes = document
+        .get_mut("spec")
+        .and_then(|spec| spec.get_mut("http"))
+        .and_then(|http| http.get_mut(0))
+        .and_then(|route| route.get_mut("route"))
+        .and_then(serde_norway::Value::as_sequence_mut);
+    let Some(routes) = routes.filter(|routes| routes.len() > 1) else {
+        return false;
+    };
+    for (index, route) in routes.iter_mut().enumerate() {
+        route["weight"] = serde_norway::Value::from(if index == 0 { 100 } else { 0 });
+    }
+    true
+}
+
 /// One demo at a time: each runs about ten processes, and the suite's timing and share checks
 /// assume the machine's cores are theirs.
 pub static ONE_MESH_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
