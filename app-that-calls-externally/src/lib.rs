@@ -24,6 +24,9 @@ pub use config::{Config, UpstreamProxy, UpstreamUrl};
 pub use connect::SetupError;
 pub use proxy::Proxy;
 
+/// A future behind a pointer: one pointer to move, whatever the future's size.
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// The admin port answers only quick health checks, so its drain is short.
 const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 

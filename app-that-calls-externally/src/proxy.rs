@@ -13,6 +13,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::BoxFuture;
 use crate::body::{BodyError, Direction, ProxyBody, StallGuard};
 use crate::config::{Config, UpstreamUrl};
 use crate::connect::{Connector, Route, SetupError, read_ca_certificates, route_for};
@@ -197,7 +198,7 @@ impl Proxy {
     }
 }
 
-type ForwardFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+type ForwardFuture = BoxFuture<'static, Result<Response<ProxyBody>, Infallible>>;
 
 /// What the requests of one client connection share.
 struct Connection {

@@ -6,8 +6,6 @@
 //! connection is parked in a shared idle list, where the next new client connection picks it up;
 //! parked connections are closed after [`IDLE_TIMEOUT`].
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -16,6 +14,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use tokio::time::Instant;
 
+use crate::BoxFuture;
 use crate::body::StallGuard;
 use crate::connect::{ConnectError, Connector};
 
@@ -25,8 +24,6 @@ use crate::connect::{ConnectError, Connector};
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Sender = SendRequest<StallGuard>;
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why a request got no answer from the upstream.
 #[derive(Debug, thiserror::Error)]

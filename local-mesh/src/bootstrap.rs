@@ -723,19 +723,36 @@ fn rbac_policy(policy: &AuthzPolicy) -> Value {
     json!({"permissions": permissions, "principals": principals})
 }
 
+/// One condition of an Istio rule: any of `values`, each matched by `each`, negated for the
+/// `not…` fields; none when the field is empty. The three names are Envoy's words for the
+/// alternatives, their list and the negation (permissions and principals have their own).
+fn any_of(
+    (any, list, not): (&str, &str, &str),
+    values: &[String],
+    negated: bool,
+    each: &dyn Fn(&str) -> Value,
+) -> Option<Value> {
+    if values.is_empty() {
+        return None;
+    }
+    let alternatives: Vec<Value> = values.iter().map(|v| each(v)).collect();
+    let alternatives = json!({ any: { list: alternatives } });
+    Some(if negated {
+        json!({ not: alternatives })
+    } else {
+        alternatives
+    })
+}
+
 fn rbac_permission(operation: &AuthzOperation) -> Value {
     let mut rules = Vec::new();
     let mut condition = |values: &[String], negated: bool, each: &dyn Fn(&str) -> Value| {
-        if values.is_empty() {
-            return;
-        }
-        let any =
-            json!({"or_rules": {"rules": values.iter().map(|v| each(v)).collect::<Vec<_>>()}});
-        rules.push(if negated {
-            json!({"not_rule": any})
-        } else {
-            any
-        });
+        rules.extend(any_of(
+            ("or_rules", "rules", "not_rule"),
+            values,
+            negated,
+            each,
+        ));
     };
     let host = |value: &str| json!({"header": header_matcher(":authority", value, true)});
     let method = |value: &str| json!({"header": header_matcher(":method", value, false)});
@@ -756,11 +773,7 @@ fn rbac_permission(operation: &AuthzOperation) -> Value {
 fn rbac_principal(source: &AuthzSource) -> Value {
     let mut ids = Vec::new();
     let mut condition = |values: &[String], negated: bool, each: &dyn Fn(&str) -> Value| {
-        if values.is_empty() {
-            return;
-        }
-        let any = json!({"or_ids": {"ids": values.iter().map(|v| each(v)).collect::<Vec<_>>()}});
-        ids.push(if negated { json!({"not_id": any}) } else { any });
+        ids.extend(any_of(("or_ids", "ids", "not_id"), values, negated, each));
     };
     let principal =
         |value: &str| json!({"authenticated": {"principal_name": string_matcher(value, false)}});

@@ -303,12 +303,8 @@ fn connection_pool(
             "http.maxRequestsPerConnection",
         )?;
         if let Some(value) = &http.idle_timeout {
-            cluster.idle_timeout = Some(duration(
-                translator,
-                id,
-                "connectionPool.http.idleTimeout",
-                value,
-            )?);
+            cluster.idle_timeout =
+                Some(translator.duration(id, "connectionPool.http.idleTimeout", value)?);
         }
     }
     if let Some(tcp) = &pool.tcp {
@@ -318,7 +314,7 @@ fn connection_pool(
         }
         if let Some(value) = &tcp.connect_timeout {
             cluster.connect_timeout =
-                duration(translator, id, "connectionPool.tcp.connectTimeout", value)?;
+                translator.duration(id, "connectionPool.tcp.connectTimeout", value)?;
         }
     }
     Ok(())
@@ -336,7 +332,7 @@ fn outlier_detection(
      -> Result<Option<Duration>, PolicyError> {
         value
             .as_ref()
-            .map(|v| duration(translator, id, &format!("outlierDetection.{field}"), v))
+            .map(|v| translator.duration(id, &format!("outlierDetection.{field}"), v))
             .transpose()
     };
     let max_ejection_percent = match outlier.max_ejection_percent {
@@ -432,14 +428,4 @@ fn upstream_tls(
             format!("tls.mode {other} is not supported (SIMPLE originates TLS, ISTIO_MUTUAL is the mesh's mTLS, DISABLE sends plain text)"),
         )),
     }
-}
-
-fn duration(
-    translator: &Translator<'_>,
-    id: &ResourceId,
-    field: &str,
-    value: &serde_norway::Value,
-) -> Result<Duration, PolicyError> {
-    crate::policy::istio_duration(value)
-        .map_err(|message| translator.error(id, format!("{field}: {message}")))
 }

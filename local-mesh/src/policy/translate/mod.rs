@@ -61,6 +61,17 @@ impl<'m> Translator<'m> {
         }
     }
 
+    /// An Istio duration (`10s`, `1.5s`, `100ms`) of `field`, or the error naming it.
+    pub(crate) fn duration(
+        &self,
+        id: &ResourceId,
+        field: &str,
+        value: &serde_norway::Value,
+    ) -> Result<std::time::Duration, PolicyError> {
+        super::istio_duration(value)
+            .map_err(|message| self.error(id, format!("{field}: {message}")))
+    }
+
     pub(crate) fn file_error(&self, message: impl Into<String>) -> PolicyError {
         PolicyError::File {
             path: self.path.to_owned(),

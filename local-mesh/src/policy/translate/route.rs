@@ -205,7 +205,7 @@ fn route(
     let timeout = match &http.timeout {
         None => None,
         Some(value) => {
-            let timeout = duration(translator, id, &format!("{field}.timeout"), value)?;
+            let timeout = translator.duration(id, &format!("{field}.timeout"), value)?;
             // `0s` disables the timeout, as an absent one does.
             (!timeout.is_zero()).then_some(timeout)
         }
@@ -425,13 +425,7 @@ fn fault(
         None => None,
         Some(abort) => {
             let field = format!("{field}.fault.abort");
-            if abort.other.contains_key("percent") {
-                return Err(translator.error(
-                    id,
-                    format!("{field}.percent is deprecated; use percentage.value"),
-                ));
-            }
-            crate::policy::reject_other(translator, id, &field, &abort.other)?;
+            fault_fields(translator, id, &field, &abort.other)?;
             let status = abort
                 .http_status
                 .ok_or_else(|| translator.error(id, format!("{field} needs httpStatus")))?;
@@ -441,18 +435,7 @@ fn fault(
                     format!("{field}.httpStatus {status} is not an HTTP status"),
                 ));
             }
-            let percent = abort
-                .percentage
-                .as_ref()
-                .map(|p| {
-                    percent(
-                        translator,
-                        id,
-                        &format!("{field}.percentage.value"),
-                        p.value,
-                    )
-                })
-                .transpose()?;
+            let percent = percentage(translator, id, &field, &abort.percentage)?;
             Some(Abort { status, percent })
         }
     };
@@ -460,13 +443,7 @@ fn fault(
         None => None,
         Some(delay) => {
             let field = format!("{field}.fault.delay");
-            if delay.other.contains_key("percent") {
-                return Err(translator.error(
-                    id,
-                    format!("{field}.percent is deprecated; use percentage.value"),
-                ));
-            }
-            crate::policy::reject_other(translator, id, &field, &delay.other)?;
+            fault_fields(translator, id, &field, &delay.other)?;
             let fixed = delay.fixed_delay.as_ref().ok_or_else(|| {
                 translator.error(
                     id,
@@ -475,29 +452,54 @@ fn fault(
                     ),
                 )
             })?;
-            let fixed = duration(translator, id, &format!("{field}.fixedDelay"), fixed)?;
+            let fixed = translator.duration(id, &format!("{field}.fixedDelay"), fixed)?;
             if fixed < Duration::from_millis(1) {
                 return Err(
                     translator.error(id, format!("{field}.fixedDelay must be at least 1ms"))
                 );
             }
-            let percent = delay
-                .percentage
-                .as_ref()
-                .map(|p| {
-                    percent(
-                        translator,
-                        id,
-                        &format!("{field}.percentage.value"),
-                        p.value,
-                    )
-                })
-                .transpose()?
-                .unwrap_or(0.0);
+            let percent = percentage(translator, id, &field, &delay.percentage)?.unwrap_or(0.0);
             Some(Delay { fixed, percent })
         }
     };
     Ok((abort.is_some() || delay.is_some()).then_some(Fault { delay, abort }))
+}
+
+/// What an abort and a delay share: the deprecated `percent` refused, and no field this mesh
+/// does not know.
+fn fault_fields(
+    translator: &Translator<'_>,
+    id: &ResourceId,
+    field: &str,
+    other: &manifest::Other,
+) -> Result<(), PolicyError> {
+    if other.contains_key("percent") {
+        return Err(translator.error(
+            id,
+            format!("{field}.percent is deprecated; use percentage.value"),
+        ));
+    }
+    crate::policy::reject_other(translator, id, field, other)
+}
+
+/// An abort's or a delay's `percentage.value`, when given, within 0..=100.
+fn percentage(
+    translator: &Translator<'_>,
+    id: &ResourceId,
+    field: &str,
+    percentage: &Option<manifest::Percentage>,
+) -> Result<Option<f64>, PolicyError> {
+    percentage
+        .as_ref()
+        .map(|p| {
+            percent(
+                translator,
+                id,
+                &format!("{field}.percentage.value"),
+                p.value,
+            )
+        })
+        .transpose()
 }
 
 fn percent(
@@ -564,12 +566,12 @@ fn retries(
     let per_try_timeout = policy
         .per_try_timeout
         .as_ref()
-        .map(|value| duration(translator, id, &format!("{field}.perTryTimeout"), value))
+        .map(|value| translator.duration(id, &format!("{field}.perTryTimeout"), value))
         .transpose()?;
     let backoff = policy
         .backoff
         .as_ref()
-        .map(|value| duration(translator, id, &format!("{field}.backoff"), value))
+        .map(|value| translator.duration(id, &format!("{field}.backoff"), value))
         .transpose()?;
     Ok(Retries::Enabled {
         attempts,
@@ -579,14 +581,4 @@ fn retries(
         previous_hosts: policy.retry_ignore_previous_hosts.unwrap_or(true),
         backoff,
     })
-}
-
-fn duration(
-    translator: &Translator<'_>,
-    id: &ResourceId,
-    field: &str,
-    value: &serde_norway::Value,
-) -> Result<Duration, PolicyError> {
-    crate::policy::istio_duration(value)
-        .map_err(|message| translator.error(id, format!("{field}: {message}")))
 }
