@@ -57,6 +57,7 @@ pub async fn bind(config: &Config) -> Result<Bound, StartError> {
     let proxy = Proxy::new(config)?;
     let forward_options = ServerOptions {
         drain_timeout: config.drain_timeout,
+        workers: demo_common::runtime::available_cpus(),
         ..ServerOptions::default()
     };
     let admin_options = ServerOptions {

@@ -3,10 +3,12 @@
 //! Each client connection holds on to the upstream connection of its last request and sends its
 //! next request on it, with no pool round trip per request: no checkout, no hand-back after the
 //! response body, no task spawned to do that. When the client connection ends, its upstream
-//! connection is parked in a shared idle list, where the next new client connection picks it up;
-//! parked connections are closed after [`IDLE_TIMEOUT`].
+//! connection is parked in a shared idle list, where the next new client connection picks it up
+//! (one driven on its own serving thread first); parked connections are closed after
+//! [`IDLE_TIMEOUT`].
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -25,6 +27,21 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Sender = SendRequest<StallGuard>;
 
+/// An open upstream connection: where requests are sent, and the thread whose runtime drives it
+/// (reads and writes its socket), the one it was opened on.
+struct Held {
+    sender: Sender,
+    driver: ThreadId,
+}
+
+impl Held {
+    /// Whether the connection is driven on the calling thread, as the client connection using
+    /// it should be: otherwise every request and answer crosses between threads.
+    fn driven_here(&self) -> bool {
+        self.driver == std::thread::current().id()
+    }
+}
+
 /// Why a request got no answer from the upstream.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
@@ -42,7 +59,7 @@ pub(crate) struct Upstreams {
 
 #[derive(Default)]
 struct Idle {
-    parked: Vec<(Sender, Instant)>,
+    parked: Vec<(Held, Instant)>,
     /// Whether a task is on its way to close expired connections.
     sweeping: bool,
 }
@@ -59,7 +76,7 @@ impl Upstreams {
     pub(crate) fn for_connection(self: &Arc<Self>) -> ConnectionUpstream {
         ConnectionUpstream {
             upstreams: Arc::clone(self),
-            sender: Mutex::new(None),
+            held: Mutex::new(None),
         }
     }
 
@@ -67,27 +84,30 @@ impl Upstreams {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A parked connection that is open and idle, the most recently parked first.
-    fn unpark(&self) -> Option<Sender> {
+    /// A parked connection that is open and idle: the most recently parked one driven on this
+    /// thread, else the most recently parked one.
+    fn unpark(&self) -> Option<Held> {
         let mut idle = self.lock_idle();
-        while let Some((sender, since)) = idle.parked.pop() {
-            if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(sender);
-            }
-        }
-        None
+        idle.parked
+            .retain(|(held, since)| held.sender.is_ready() && since.elapsed() < IDLE_TIMEOUT);
+        let index = idle
+            .parked
+            .iter()
+            .rposition(|(held, _)| held.driven_here())
+            .or_else(|| idle.parked.len().checked_sub(1))?;
+        Some(idle.parked.remove(index).0)
     }
 
-    fn park(self: &Arc<Self>, mut sender: Sender) {
-        if sender.is_closed() {
+    fn park(self: &Arc<Self>, mut held: Held) {
+        if held.sender.is_closed() {
             return;
         }
         // Without a runtime (the process is ending) nobody could close it later: drop it now.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if sender.is_ready() {
-            self.park_idle(sender);
+        if held.sender.is_ready() {
+            self.park_idle(held);
             return;
         }
         // Still reading the end of a response (its client may have left mid-body): parked once
@@ -95,18 +115,18 @@ impl Upstreams {
         // than a parked connection may live.
         let upstreams = Arc::downgrade(self);
         runtime.spawn(async move {
-            if let Ok(Ok(())) = tokio::time::timeout(IDLE_TIMEOUT, sender.ready()).await
+            if let Ok(Ok(())) = tokio::time::timeout(IDLE_TIMEOUT, held.sender.ready()).await
                 && let Some(upstreams) = upstreams.upgrade()
             {
-                upstreams.park_idle(sender);
+                upstreams.park_idle(held);
             }
         });
     }
 
     /// Parks an idle connection; runs inside the runtime.
-    fn park_idle(self: &Arc<Self>, sender: Sender) {
+    fn park_idle(self: &Arc<Self>, held: Held) {
         let mut idle = self.lock_idle();
-        idle.parked.push((sender, Instant::now()));
+        idle.parked.push((held, Instant::now()));
         if !idle.sweeping {
             idle.sweeping = true;
             tokio::spawn(sweep(Arc::downgrade(self)));
@@ -117,11 +137,11 @@ impl Upstreams {
     /// handshake) is several kilobytes; awaited inline it would make every request's future
     /// that large, and hyper moves a request's future more than once before polling it.
     /// Connections are rare, requests are not.
-    fn connect_boxed(&self) -> BoxFuture<'_, Result<Sender, UpstreamError>> {
+    fn connect_boxed(&self) -> BoxFuture<'_, Result<Held, UpstreamError>> {
         Box::pin(self.connect())
     }
 
-    async fn connect(&self) -> Result<Sender, UpstreamError> {
+    async fn connect(&self) -> Result<Held, UpstreamError> {
         let io = self.connector.connect().await?;
         // One buffer and one `send` per request, as the server side does (see
         // `demo_common::server`).
@@ -131,7 +151,10 @@ impl Upstreams {
                 tracing::debug!(%error, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Held {
+            sender,
+            driver: std::thread::current().id(),
+        })
     }
 }
 
@@ -145,7 +168,7 @@ async fn sweep(upstreams: Weak<Upstreams>) {
             };
             let mut idle = upstreams.lock_idle();
             idle.parked
-                .retain(|(sender, since)| !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+                .retain(|(held, since)| !held.sender.is_closed() && since.elapsed() < IDLE_TIMEOUT);
             match idle.parked.iter().map(|(_, since)| *since).min() {
                 Some(oldest) => oldest + IDLE_TIMEOUT,
                 None => {
@@ -163,18 +186,18 @@ async fn sweep(upstreams: Weak<Upstreams>) {
 pub(crate) struct ConnectionUpstream {
     upstreams: Arc<Upstreams>,
     /// Out of the slot while a request is on its way; back once the response head is in.
-    sender: Mutex<Option<Sender>>,
+    held: Mutex<Option<Held>>,
 }
 
 impl Drop for ConnectionUpstream {
     fn drop(&mut self) {
-        let sender = self
-            .sender
+        let held = self
+            .held
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(sender) = sender {
-            self.upstreams.park(sender);
+        if let Some(held) = held {
+            self.upstreams.park(held);
         }
     }
 }
@@ -188,20 +211,20 @@ impl ConnectionUpstream {
         mut request: Request<StallGuard>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let held = self.take().or_else(|| self.upstreams.unpark());
-        let (mut sender, mut reused) = match held {
-            Some(sender) => (sender, true),
+        let (mut held, mut reused) = match held {
+            Some(held) => (held, true),
             None => (self.upstreams.connect_boxed().await?, false),
         };
         loop {
             // Waits for the previous response body to be read off the connection.
-            if sender.ready().await.is_err() && reused {
-                sender = self.upstreams.connect_boxed().await?;
+            if held.sender.ready().await.is_err() && reused {
+                held = self.upstreams.connect_boxed().await?;
                 reused = false;
                 continue;
             }
-            match sender.try_send_request(request).await {
+            match held.sender.try_send_request(request).await {
                 Ok(response) => {
-                    self.put(sender);
+                    self.put(held);
                     return Ok(response);
                 }
                 Err(mut error) => match error.take_message() {
@@ -211,7 +234,7 @@ impl ConnectionUpstream {
                             "reused upstream connection failed; retrying on a new one"
                         );
                         request = unsent;
-                        sender = self.upstreams.connect_boxed().await?;
+                        held = self.upstreams.connect_boxed().await?;
                         reused = false;
                     }
                     _ => return Err(error.into_error().into()),
@@ -220,16 +243,16 @@ impl ConnectionUpstream {
         }
     }
 
-    fn take(&self) -> Option<Sender> {
-        let sender = self
-            .sender
+    fn take(&self) -> Option<Held> {
+        let held = self
+            .held
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        sender.filter(|sender| !sender.is_closed())
+        held.filter(|held| !held.sender.is_closed())
     }
 
-    fn put(&self, sender: Sender) {
-        *self.sender.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+    fn put(&self, held: Held) {
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(held);
     }
 }

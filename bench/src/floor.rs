@@ -7,14 +7,22 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use demo_common::workers::Workers;
 use tokio::net::{TcpListener, TcpStream};
 
-/// Accepts on `listener` forever, each connection handled by `handle` in a task of its own.
+/// Accepts on `listener` forever, each connection handled by `handle` in a task of its own, on
+/// the serving threads our programs use: one single-threaded runtime per CPU the process may
+/// use, connections dealt in turn.
 pub async fn serve_each<H, F>(listener: TcpListener, handle: H)
 where
-    H: Fn(TcpStream) -> F,
+    H: Fn(TcpStream) -> F + Clone + Send + 'static,
     F: Future<Output = io::Result<()>> + Send + 'static,
 {
+    let workers =
+        Workers::start(demo_common::runtime::available_cpus(), "floor").unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot start the serving threads; serving on one");
+            Workers::current()
+        });
     loop {
         let client = match listener.accept().await {
             Ok((client, _)) => client,
@@ -25,9 +33,9 @@ where
                 continue;
             }
         };
-        let handled = handle(client);
-        tokio::spawn(async move {
-            if let Err(error) = handled.await {
+        let handle = handle.clone();
+        workers.spawn(client, move |client| async move {
+            if let Err(error) = handle(client).await {
                 tracing::debug!(%error, "connection ended");
             }
         });

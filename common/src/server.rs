@@ -23,6 +23,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::workers::Workers;
+
 /// Timeouts that keep one slow peer from holding the server.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerOptions {
@@ -32,6 +34,10 @@ pub struct ServerOptions {
     pub tls_handshake_timeout: Duration,
     /// How long in-flight requests may run after the shutdown signal.
     pub drain_timeout: Duration,
+    /// Threads connections are served on, each with a single-threaded runtime, accepted
+    /// connections dealt to them in turn ([`crate::workers`]); 1 serves on the caller's
+    /// runtime alone. The programs give one per CPU ([`crate::runtime::available_cpus`]).
+    pub workers: usize,
 }
 
 impl Default for ServerOptions {
@@ -40,6 +46,7 @@ impl Default for ServerOptions {
             header_read_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            workers: 1,
         }
     }
 }
@@ -183,6 +190,11 @@ impl Server {
             .writev(false)
             .half_close(true);
         let http = Arc::new(http);
+        let workers = Workers::start(options.workers, "server").unwrap_or_else(|error| {
+            // No thread to spare: the caller's runtime serves alone.
+            tracing::warn!(%error, "cannot start the serving threads; serving on one");
+            Workers::current()
+        });
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -202,7 +214,7 @@ impl Server {
             let watcher = graceful.watcher();
             let http = Arc::clone(&http);
             let tls = tls.clone();
-            tokio::spawn(async move {
+            workers.spawn(stream, move |stream| async move {
                 let service = TowerToHyperService::new(service);
                 let result = match tls {
                     None => {
@@ -240,6 +252,8 @@ impl Server {
             drain_timeout = ?options.drain_timeout,
             "stopped accepting; draining connections"
         );
+        // The serving threads stop (and drop what they still hold) once this returns.
+        let _workers = workers;
         match tokio::time::timeout(options.drain_timeout, graceful.shutdown()).await {
             Ok(()) => {
                 tracing::info!(%address, "drained");

@@ -239,6 +239,7 @@ impl HelloServer {
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
         let options = ServerOptions {
             drain_timeout: config.drain_timeout,
+            workers: demo_common::runtime::available_cpus(),
             ..ServerOptions::default()
         };
         let address = SocketAddr::new(config.bind_address, config.port);
