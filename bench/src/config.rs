@@ -96,6 +96,11 @@ pub struct Config {
     #[arg(long, env = "BENCH_BASELINE_PROXY")]
     pub baseline_proxy: Option<PathBuf>,
 
+    /// Another build of hello-cf to load next to this one in the hello-cf comparison, as
+    /// --baseline-proxy does for the proxy.
+    #[arg(long, env = "BENCH_BASELINE_HELLO_CF")]
+    pub baseline_hello_cf: Option<PathBuf>,
+
     /// Parts to run, comma-separated.
     #[arg(
         long,

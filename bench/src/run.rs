@@ -73,6 +73,8 @@ pub enum Program {
     CannedResponder,
     /// Not a contender: another build of the proxy (`--baseline-proxy`).
     BaselineProxy,
+    /// Not a contender: another build of hello-cf (`--baseline-hello-cf`).
+    BaselineHelloCf,
 }
 
 impl Program {
@@ -88,14 +90,14 @@ impl Program {
             Program::NginxProxyPerRequest => "nginx proxy_pass (older demo)",
             Program::ByteRelay => "byte relay (floor, no HTTP)",
             Program::CannedResponder => "canned answer (floor, no HTTP)",
-            Program::BaselineProxy => "baseline build",
+            Program::BaselineProxy | Program::BaselineHelloCf => "baseline build",
         }
     }
 
     /// What the row is, under the table; `workers` is what the tuned peers were given.
     fn note(self, workers: usize) -> String {
         match self {
-            Program::HelloCf => "the demo's external service; tokio single-threaded when it may use one CPU, one worker thread per CPU otherwise".into(),
+            Program::HelloCf => "the demo's external service; one serving thread (a single-threaded tokio runtime) per CPU it may use, connections dealt to them in turn".into(),
             Program::NginxStatic => format!(
                 "`worker_processes {workers}` (one per CPU it is given), `access_log off`, no gzip, \
                  the 31 bytes from `return 200` (what nginx users write for a fixed answer, and \
@@ -121,6 +123,7 @@ impl Program {
             Program::ByteRelay => "not a contender: a TCP relay that copies bytes and does no HTTP (`bench/src/relay.rs`), the floor no HTTP proxy can go below on this machine".into(),
             Program::CannedResponder => "not a contender: a server that counts request heads by their blank line and writes hello-cf's answer bytes (a fixed date) for each, no parsing and no HTTP (`bench/src/canned.rs`), placed like hello-cf; the floor no HTTP server can go below on this machine".into(),
             Program::BaselineProxy => "not a contender: the proxy build given with --baseline-proxy".into(),
+            Program::BaselineHelloCf => "not a contender: the hello-cf build given with --baseline-hello-cf".into(),
         }
     }
 
@@ -153,7 +156,10 @@ impl Program {
     fn is_reference(self) -> bool {
         matches!(
             self,
-            Program::ByteRelay | Program::CannedResponder | Program::BaselineProxy
+            Program::ByteRelay
+                | Program::CannedResponder
+                | Program::BaselineProxy
+                | Program::BaselineHelloCf
         )
     }
 
@@ -361,6 +367,9 @@ impl Bench {
         }
         programs.push(Program::CannedResponder);
         let floor = programs.len() - 1;
+        if self.config.baseline_hello_cf.is_some() {
+            programs.push(Program::BaselineHelloCf);
+        }
         let comparison = self.compare(
             "hello-cf vs nginx, same 31-byte answer",
             &programs,
@@ -651,8 +660,12 @@ impl Bench {
         cpus: &Cpus,
     ) -> anyhow::Result<Command> {
         let mut command = match program {
-            Program::HelloCf => {
-                let mut command = procs::command(&self.config.bin_dir.join("hello-cf"), cpus);
+            Program::HelloCf | Program::BaselineHelloCf => {
+                let binary = match (&self.config.baseline_hello_cf, program) {
+                    (Some(baseline), Program::BaselineHelloCf) => baseline.clone(),
+                    _ => self.config.bin_dir.join("hello-cf"),
+                };
+                let mut command = procs::command(&binary, cpus);
                 command.env("HELLO_VERSION", "v1");
                 command
             }
@@ -911,13 +924,27 @@ pub fn check_config(config: &Config) -> Result<(), String> {
             ));
         }
     }
-    if let Some(baseline) = &config.baseline_proxy
-        && !baseline.is_file()
-    {
-        return Err(format!(
-            "invalid value '{}' for --baseline-proxy (env BENCH_BASELINE_PROXY): no such file",
-            baseline.display()
-        ));
+    let baselines = [
+        (
+            "--baseline-proxy",
+            "BENCH_BASELINE_PROXY",
+            &config.baseline_proxy,
+        ),
+        (
+            "--baseline-hello-cf",
+            "BENCH_BASELINE_HELLO_CF",
+            &config.baseline_hello_cf,
+        ),
+    ];
+    for (flag, variable, baseline) in baselines {
+        if let Some(baseline) = baseline
+            && !baseline.is_file()
+        {
+            return Err(format!(
+                "invalid value '{}' for {flag} (env {variable}): no such file",
+                baseline.display()
+            ));
+        }
     }
     let pins = [
         ("--server-cpus", "BENCH_SERVER_CPUS", &config.server_cpus),
@@ -1016,9 +1043,10 @@ fn machine(config: &Config) -> Machine {
         format!(
             "Pinning: {}. Pinned: the programs under test (and the proxies' upstream) on CPUs \
              {}, wrk on CPUs {}, the peers with one worker per CPU they are given; our programs \
-             see one CPU and run tokio's single-threaded runtime. Unpinned: no taskset, wrk, \
+             see one CPU and serve on one single-threaded runtime. Unpinned: no taskset, wrk, \
              servers and upstream share the machine's {cpus} CPUs, the peers with {cpus} \
-             workers/threads, ours on the multi-threaded runtime.",
+             workers/threads, ours with {cpus} serving threads (one single-threaded runtime \
+             each, connections dealt to them in turn).",
             config
                 .pinning
                 .iter()
@@ -1182,6 +1210,23 @@ mod tests {
         let line = check_config(&config(&args)).expect_err("no such file");
         assert!(
             line.contains("--baseline-proxy (env BENCH_BASELINE_PROXY)"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_missing_baseline_hello_cf_is_a_config_error() {
+        let dir = bin_dir_with(&PROGRAMS);
+        let missing = dir.path().join("old-hello-cf");
+        let args = [
+            "--bin-dir",
+            path(dir.path()),
+            "--baseline-hello-cf",
+            path(&missing),
+        ];
+        let line = check_config(&config(&args)).expect_err("no such file");
+        assert!(
+            line.contains("--baseline-hello-cf (env BENCH_BASELINE_HELLO_CF)"),
             "{line}"
         );
     }
