@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use tokio::runtime::Builder;
 
-/// The CPUs this process may use: a Kubernetes CPU limit (the standard library reads the
-/// cgroup quota, rounded up) or a `taskset` affinity counts, not the machine's CPUs. A server
-/// serves with one thread per CPU (see [`crate::workers`]).
+/// The CPUs this process may use: a `taskset` affinity or a Kubernetes CPU limit (the standard
+/// library reads the cgroup quota in whole cores, rounded down, at least one; the proxy's
+/// 500m is one), not the machine's CPUs. A server serves with one thread per CPU
+/// ([`crate::workers`]).
 pub fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
