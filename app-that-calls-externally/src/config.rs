@@ -62,6 +62,11 @@ pub struct Config {
     )]
     pub drain_timeout: Duration,
 
+    /// Threads serving connections, each a single-threaded runtime, connections dealt to them
+    /// in turn. Default: one per CPU the process may use (its CPU limit or affinity).
+    #[arg(long, env = "WORKERS", value_parser = clap::value_parser!(u16).range(1..=i64::from(demo_common::runtime::MAX_WORKERS)))]
+    pub workers: Option<u16>,
+
     /// Log format on stderr.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

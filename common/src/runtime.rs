@@ -14,6 +14,15 @@ pub fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
+/// The most serving threads `--workers` accepts.
+pub const MAX_WORKERS: u16 = 1024;
+
+/// The serving threads for a `--workers` setting: the setting, else one per CPU this process
+/// may use ([`available_cpus`]).
+pub fn serving_threads(setting: Option<u16>) -> usize {
+    setting.map_or_else(available_cpus, usize::from)
+}
+
 /// Runs a program's `main` future to its exit code on tokio's single-threaded runtime; a
 /// runtime that cannot start is logged and exits 1.
 ///
@@ -35,6 +44,12 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+
+    #[test]
+    fn a_workers_setting_wins_over_the_cpu_count() {
+        assert_eq!(serving_threads(Some(3)), 3);
+        assert_eq!(serving_threads(None), available_cpus());
+    }
 
     #[test]
     fn the_runtime_runs_the_main_future_with_its_timers_and_tasks() {

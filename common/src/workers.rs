@@ -139,18 +139,19 @@ mod tests {
 
     use super::*;
 
-    /// Each accepted connection reports the thread serving it, then echoes one byte.
+    /// Each accepted connection reports the thread serving it, then echoes one byte; the
+    /// threads in the order the connections were handed over.
     async fn threads_serving(workers: &Workers, connections: usize) -> Vec<ThreadId> {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let (report, mut reports) = mpsc::unbounded_channel();
         let mut clients = Vec::new();
-        for _ in 0..connections {
+        for index in 0..connections {
             let client = TcpStream::connect(address).await.expect("connect");
             let (stream, _) = listener.accept().await.expect("accept");
             let report = report.clone();
             workers.spawn(stream, move |mut stream| async move {
-                let _ = report.send(std::thread::current().id());
+                let _ = report.send((index, std::thread::current().id()));
                 let mut byte = [0u8; 1];
                 if stream.read_exact(&mut byte).await.is_ok() {
                     let _ = stream.write_all(&byte).await;
@@ -169,13 +170,15 @@ mod tests {
         }
         let mut threads = Vec::new();
         for _ in 0..connections {
-            let thread = tokio::time::timeout(Duration::from_secs(5), reports.recv())
+            let report = tokio::time::timeout(Duration::from_secs(5), reports.recv())
                 .await
                 .expect("report within 5 s")
                 .expect("report");
-            threads.push(thread);
+            threads.push(report);
         }
-        threads
+        // Reports from different threads arrive in any order.
+        threads.sort_unstable_by_key(|(index, _)| *index);
+        threads.into_iter().map(|(_, thread)| thread).collect()
     }
 
     #[tokio::test]

@@ -54,6 +54,11 @@ pub struct Config {
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = demo_common::parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Threads serving connections, each a single-threaded runtime, connections dealt to them
+    /// in turn. Default: one per CPU the process may use (its CPU limit or affinity).
+    #[arg(long, env = "WORKERS", value_parser = clap::value_parser!(u16).range(1..=i64::from(demo_common::runtime::MAX_WORKERS)))]
+    pub workers: Option<u16>,
+
     /// Log format on stderr.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -239,7 +244,7 @@ impl HelloServer {
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
         let options = ServerOptions {
             drain_timeout: config.drain_timeout,
-            workers: demo_common::runtime::available_cpus(),
+            workers: demo_common::runtime::serving_threads(config.workers),
             ..ServerOptions::default()
         };
         let address = SocketAddr::new(config.bind_address, config.port);

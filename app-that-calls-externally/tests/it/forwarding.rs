@@ -329,6 +329,40 @@ async fn sends_the_upstream_host_and_appends_the_peer_to_x_forwarded_for() {
 }
 
 #[tokio::test]
+async fn two_serving_threads_answer_every_client_each_on_its_own_upstream_connection() {
+    let upstream = Upstream::recording(|_| answer(200, "text/plain", "pooled")).await;
+    let mut config = config(&upstream.url("/"));
+    config.workers = Some(2);
+    let proxy = start(&config).await;
+
+    // Six client connections at once, dealt to the two threads in turn, each asking three
+    // times: every answer arrives, and each client connection keeps the upstream connection
+    // its first request opened, whichever thread serves it.
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(Client::connect(proxy.proxy).await);
+    }
+    for round in 0..3 {
+        for (index, client) in clients.iter_mut().enumerate() {
+            let (status, _, body) = client
+                .fetch(
+                    request("GET", &format!("/?client={index}&round={round}"))
+                        .body(full(""))
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!((status, text(&body)), (StatusCode::OK, "pooled"));
+        }
+    }
+    assert_eq!(upstream.seen().len(), 18);
+    assert_eq!(
+        upstream.connections(),
+        6,
+        "one upstream connection per client connection"
+    );
+}
+
+#[tokio::test]
 async fn reuses_one_upstream_connection_for_sequential_requests() {
     let upstream = Upstream::recording(|_| answer(200, "text/plain", "pooled")).await;
     let proxy = start(&config(&upstream.url("/"))).await;

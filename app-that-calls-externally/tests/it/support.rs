@@ -34,6 +34,10 @@ pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
 
 /// A config for `upstream` on loopback port 0, connecting directly (the environment's proxy
 /// variables are process-wide, so in-process tests never read them).
+///
+/// One serving thread: tests that count upstream connections rely on a client connection's
+/// upstream connection being parked before the next client connection asks for one, which
+/// only one thread orders. (`forwarding::two_serving_threads_…` runs with two.)
 pub fn config(upstream: &str) -> Config {
     let mut config: Config = demo_common::cli::try_parse_from([
         "app-that-calls-externally",
@@ -43,6 +47,7 @@ pub fn config(upstream: &str) -> Config {
         "--upstream-timeout=5s",
         "--drain-timeout=5s",
         "--log-format=text",
+        "--workers=1",
         &format!("--upstream-url={upstream}"),
     ])
     .unwrap_or_else(|outcome| panic!("test config rejected: {outcome:?}"));

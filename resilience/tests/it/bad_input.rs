@@ -77,6 +77,8 @@ const DURATIONS: &[&str] = &[
 ];
 /// Malformed only where the duration must be positive (timeouts, intervals).
 const ZERO_DURATIONS: &[&str] = &["0", "0s", "0ms", "0.0"];
+/// Serving threads: a whole number from 1 to 1024.
+const WORKERS: &[&str] = &["", "0", "-1", "two", "1.5", "1025", "99999999999999999999"];
 const LOG_FORMATS: &[&str] = &["", "xml", "JSON", "text,json", "1"];
 /// Malformed as any http(s) URL.
 const URLS: &[&str] = &[
@@ -105,6 +107,7 @@ fn hello_cf_cases() -> Vec<Case> {
         &["", "v3", "V1", "1", "v1,v2", "latest", "v1 "],
     ));
     all.extend(cases("DRAIN_TIMEOUT", "--drain-timeout", DURATIONS));
+    all.extend(cases("WORKERS", "--workers", WORKERS));
     all.extend(cases("LOG_FORMAT", "--log-format", LOG_FORMATS));
     all
 }
@@ -129,6 +132,7 @@ fn proxy_cases() -> Vec<Case> {
         ZERO_DURATIONS,
     ));
     all.extend(cases("DRAIN_TIMEOUT", "--drain-timeout", DURATIONS));
+    all.extend(cases("WORKERS", "--workers", WORKERS));
     all.extend(cases("LOG_FORMAT", "--log-format", LOG_FORMATS));
     all
 }
