@@ -1198,37 +1198,17 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_baseline_proxy_is_a_config_error() {
+    fn a_missing_baseline_build_is_a_config_error() {
         let dir = bin_dir_with(&PROGRAMS);
-        let missing = dir.path().join("old-proxy");
-        let args = [
-            "--bin-dir",
-            path(dir.path()),
-            "--baseline-proxy",
-            path(&missing),
-        ];
-        let line = check_config(&config(&args)).expect_err("no such file");
-        assert!(
-            line.contains("--baseline-proxy (env BENCH_BASELINE_PROXY)"),
-            "{line}"
-        );
-    }
-
-    #[test]
-    fn a_missing_baseline_hello_cf_is_a_config_error() {
-        let dir = bin_dir_with(&PROGRAMS);
-        let missing = dir.path().join("old-hello-cf");
-        let args = [
-            "--bin-dir",
-            path(dir.path()),
-            "--baseline-hello-cf",
-            path(&missing),
-        ];
-        let line = check_config(&config(&args)).expect_err("no such file");
-        assert!(
-            line.contains("--baseline-hello-cf (env BENCH_BASELINE_HELLO_CF)"),
-            "{line}"
-        );
+        let missing = dir.path().join("old-build");
+        for (flag, variable) in [
+            ("--baseline-proxy", "BENCH_BASELINE_PROXY"),
+            ("--baseline-hello-cf", "BENCH_BASELINE_HELLO_CF"),
+        ] {
+            let args = ["--bin-dir", path(dir.path()), flag, path(&missing)];
+            let line = check_config(&config(&args)).expect_err("no such file");
+            assert!(line.contains(&format!("{flag} (env {variable})")), "{line}");
+        }
     }
 
     #[test]
