@@ -36,7 +36,8 @@ pub struct ServerOptions {
     pub drain_timeout: Duration,
     /// Threads connections are served on, each with a single-threaded runtime, accepted
     /// connections dealt to them in turn ([`crate::workers`]); 1 serves on the caller's
-    /// runtime alone. The programs give one per CPU ([`crate::runtime::available_cpus`]).
+    /// runtime alone. The programs take theirs from `--workers`, one per CPU by default
+    /// ([`crate::runtime::serving_threads`]).
     pub workers: usize,
 }
 
