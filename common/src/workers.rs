@@ -6,7 +6,9 @@
 //! Why not tokio's multi-threaded runtime: its work stealing moves a connection's tasks between
 //! threads, and on two CPUs shared with the load generator and the upstream that cost the proxy
 //! a sixth of its throughput in the unpinned bench, with runs that swung between two speeds
-//! (bench/README.md, "Connections kept on one thread").
+//! (bench/README.md, "Connections kept on one thread"). What it gives up: no thread takes over
+//! another's ready connections, so while the kernel leaves a thread waiting for a CPU its
+//! connections wait too (hello-cf's p99 rose there, with the CPUs shared with the load).
 
 use std::future::Future;
 use std::io;
