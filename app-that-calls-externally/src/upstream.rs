@@ -28,18 +28,11 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 type Sender = SendRequest<StallGuard>;
 
 /// An open upstream connection: where requests are sent, and the thread whose runtime drives it
-/// (reads and writes its socket), the one it was opened on.
+/// (reads and writes its socket), the one it was opened on. A client connection served on
+/// another thread would send every request and get every answer across threads.
 struct Held {
     sender: Sender,
     driver: ThreadId,
-}
-
-impl Held {
-    /// Whether the connection is driven on the calling thread, as the client connection using
-    /// it should be: otherwise every request and answer crosses between threads.
-    fn driven_here(&self) -> bool {
-        self.driver == std::thread::current().id()
-    }
 }
 
 /// Why a request got no answer from the upstream.
@@ -87,13 +80,14 @@ impl Upstreams {
     /// A parked connection that is open and idle: the most recently parked one driven on this
     /// thread, else the most recently parked one.
     fn unpark(&self) -> Option<Held> {
+        let here = std::thread::current().id();
         let mut idle = self.lock_idle();
         idle.parked
             .retain(|(held, since)| held.sender.is_ready() && since.elapsed() < IDLE_TIMEOUT);
         let index = idle
             .parked
             .iter()
-            .rposition(|(held, _)| held.driven_here())
+            .rposition(|(held, _)| held.driver == here)
             .or_else(|| idle.parked.len().checked_sub(1))?;
         Some(idle.parked.remove(index).0)
     }

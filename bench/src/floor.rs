@@ -18,11 +18,7 @@ where
     H: Fn(TcpStream) -> F + Clone + Send + 'static,
     F: Future<Output = io::Result<()>> + Send + 'static,
 {
-    let workers =
-        Workers::start(demo_common::runtime::available_cpus(), "floor").unwrap_or_else(|error| {
-            tracing::warn!(%error, "cannot start the serving threads; serving on one");
-            Workers::current()
-        });
+    let workers = Workers::start(demo_common::runtime::available_cpus(), "floor");
     loop {
         let client = match listener.accept().await {
             Ok((client, _)) => client,

@@ -191,11 +191,7 @@ impl Server {
             .writev(false)
             .half_close(true);
         let http = Arc::new(http);
-        let workers = Workers::start(options.workers, "server").unwrap_or_else(|error| {
-            // No thread to spare: the caller's runtime serves alone.
-            tracing::warn!(%error, "cannot start the serving threads; serving on one");
-            Workers::current()
-        });
+        let workers = Workers::start(options.workers, "server");
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {

@@ -26,52 +26,44 @@ pub struct Workers {
     threads: Vec<WorkerThread>,
 }
 
+/// An extra thread, and what tells it to stop.
 struct WorkerThread {
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    stop: oneshot::Sender<()>,
+    thread: JoinHandle<()>,
 }
 
 impl Workers {
     /// `count` runtimes in all (at least one): the runtime this is called on, plus `count - 1`
     /// threads named `name-1`, `name-2`, … each running a single-threaded runtime of its own.
+    /// A thread that cannot start (no memory, a thread limit) is logged, and the connections
+    /// are dealt to the runtimes that did.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn start(count: usize, name: &str) -> io::Result<Self> {
-        let mut workers = Self::current();
-        for index in 1..count.max(1) {
-            let runtime = Builder::new_current_thread().enable_all().build()?;
-            workers.handles.push(runtime.handle().clone());
-            let (stop, stopped) = oneshot::channel::<()>();
-            let thread = std::thread::Builder::new()
-                .name(format!("{name}-{index}"))
-                .spawn(move || {
-                    // Runs the tasks dealt to it until told to stop (or until the `Workers` is
-                    // gone); dropping the runtime then drops whatever tasks are left.
-                    runtime.block_on(async {
-                        let _ = stopped.await;
-                    });
-                })?;
-            workers.threads.push(WorkerThread {
-                stop: Some(stop),
-                thread: Some(thread),
-            });
-        }
-        Ok(workers)
-    }
-
-    /// The runtime this is called on alone: no thread of its own.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime.
-    pub fn current() -> Self {
-        Self {
+    pub fn start(count: usize, name: &str) -> Self {
+        let mut workers = Self {
             handles: vec![Handle::current()],
             next: AtomicUsize::new(0),
             threads: Vec::new(),
+        };
+        for index in 1..count {
+            match worker_thread(&format!("{name}-{index}")) {
+                Ok((handle, thread)) => {
+                    workers.handles.push(handle);
+                    workers.threads.push(thread);
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        %error,
+                        serving_threads = workers.count(),
+                        "cannot start a serving thread; serving on those started"
+                    );
+                    break;
+                }
+            }
         }
+        workers
     }
 
     /// How many runtimes connections are dealt to.
@@ -110,20 +102,37 @@ impl Workers {
     }
 }
 
+/// A thread running a single-threaded runtime until told to stop; dropping the runtime then
+/// drops whatever tasks are left on it.
+fn worker_thread(name: &str) -> io::Result<(Handle, WorkerThread)> {
+    let runtime = Builder::new_current_thread().enable_all().build()?;
+    let handle = runtime.handle().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            runtime.block_on(async {
+                // Told to stop, or the `Workers` is gone.
+                let _ = stopped.await;
+            });
+        })?;
+    Ok((handle, WorkerThread { stop, thread }))
+}
+
 impl Drop for Workers {
     /// Stops the worker threads; each drops the tasks still on its runtime. Not joined when
     /// dropped inside a runtime, where waiting would block the caller's other tasks.
     fn drop(&mut self) {
-        for worker in &mut self.threads {
-            if let Some(stop) = worker.stop.take() {
-                let _ = stop.send(());
-            }
-        }
+        let threads: Vec<JoinHandle<()>> = std::mem::take(&mut self.threads)
+            .into_iter()
+            .map(|worker| {
+                let _ = worker.stop.send(());
+                worker.thread
+            })
+            .collect();
         if Handle::try_current().is_err() {
-            for worker in &mut self.threads {
-                if let Some(thread) = worker.thread.take() {
-                    let _ = thread.join();
-                }
+            for thread in threads {
+                let _ = thread.join();
             }
         }
     }
@@ -185,7 +194,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_are_dealt_to_every_worker_in_turn() {
-        let workers = Workers::start(3, "test-worker").expect("workers start");
+        let workers = Workers::start(3, "test-worker");
         assert_eq!(workers.count(), 3);
         let threads = threads_serving(&workers, 6).await;
         let distinct: HashSet<_> = threads.iter().collect();
@@ -197,7 +206,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_worker_serves_on_the_callers_runtime() {
-        let workers = Workers::start(1, "test-worker").expect("workers start");
+        let workers = Workers::start(1, "test-worker");
         let threads = threads_serving(&workers, 2).await;
         assert_eq!(threads, vec![std::thread::current().id(); 2]);
     }
@@ -205,9 +214,7 @@ mod tests {
     #[test]
     fn dropped_outside_a_runtime_the_worker_threads_end() {
         let runtime = Builder::new_current_thread().enable_all().build().unwrap();
-        let workers = runtime
-            .block_on(async { Workers::start(2, "test-worker") })
-            .unwrap();
+        let workers = runtime.block_on(async { Workers::start(2, "test-worker") });
         drop(runtime);
         // The drop joins the worker thread; done on a thread of its own so that a worker that
         // never stops fails the test instead of hanging it.
