@@ -131,7 +131,7 @@ measure() {
   callgrind_control --dump "$pid" >/dev/null 2>&1
   stop "$started_pid"
   local instructions
-  instructions=$(grep -h '^totals:' "$work"/cg.out."$pid".* 2>/dev/null | awk '{s += $2} END {print s}')
+  instructions=$(grep -h '^totals:' "$work"/cg.out."$pid".* 2>/dev/null | awk '{s += $2} END {printf "%.0f\n", s}')
   rm -f "$work"/cg.out.*
   # System calls, natively.
   # shellcheck disable=SC2046

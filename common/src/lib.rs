@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod duration;
 pub mod error;
+mod head_timeout;
 pub mod logging;
 pub mod runtime;
 pub mod server;

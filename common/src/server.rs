@@ -16,13 +16,15 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::head_timeout::{self, Clocked, HeadClock, Watched};
 use crate::workers::Workers;
 
 /// Timeouts that keep one slow peer from holding the server.
@@ -174,7 +176,7 @@ impl Server {
             .local_addr()
             .map_or_else(|_| "unknown".to_owned(), |address| address.to_string());
         let graceful = GracefulShutdown::new();
-        let mut http = hyper::server::conn::http1::Builder::new();
+        let mut http = http1::Builder::new();
         // `writev(false)`: hyper copies a response's head and body into one buffer and sends
         // it with one `send`, rather than pointing `writev` at the pieces. For the short
         // answers served here the copy is cheaper than the kernel's vectored path: 3.5-4.4 %
@@ -186,11 +188,15 @@ impl Server {
         // answered (only to look for that close), which spared a fresh read buffer per request:
         // 5 % of hello-cf's instructions, 2.5 % of the proxy's. A client that goes away
         // mid-request is noticed when its answer is written, not before.
-        http.timer(TokioTimer::new())
-            .header_read_timeout(options.header_read_timeout)
-            .writev(false)
-            .half_close(true);
-        let http = Arc::new(http);
+        //
+        // No hyper timer: the header-read timeout is kept by `head_timeout`, with one timer per
+        // connection where hyper's arms one per request.
+        http.writev(false).half_close(true);
+        let protocol = Arc::new(Protocol {
+            http,
+            tls,
+            tls_handshake_timeout: options.tls_handshake_timeout,
+        });
         let workers = Workers::start(options.workers, "server");
         tokio::pin!(shutdown);
         loop {
@@ -209,37 +215,20 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let service = make_service(peer);
             let watcher = graceful.watcher();
-            let http = Arc::clone(&http);
-            let tls = tls.clone();
+            let protocol = Arc::clone(&protocol);
             workers.spawn(stream, move |stream| async move {
-                let service = TowerToHyperService::new(service);
-                let result = match tls {
-                    None => {
-                        let connection = http.serve_connection(TokioIo::new(stream), service);
-                        watcher.watch(connection).await
-                    }
-                    Some(acceptor) => {
-                        let handshake = tokio::time::timeout(
-                            options.tls_handshake_timeout,
-                            acceptor.accept(stream),
-                        );
-                        let stream = match handshake.await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(error)) => {
-                                tracing::debug!(%peer, %error, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let connection = http.serve_connection(TokioIo::new(stream), service);
-                        watcher.watch(connection).await
-                    }
-                };
-                if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
+                let clock = HeadClock::new();
+                let service = Clocked::new(service, Arc::clone(&clock));
+                let serving = tokio::spawn(protocol.serve(
+                    stream,
+                    peer,
+                    service,
+                    watcher,
+                    Arc::clone(&clock),
+                ));
+                let limit = options.header_read_timeout;
+                if head_timeout::watch(serving, &clock, limit).await == Watched::HeadTimedOut {
+                    tracing::debug!(%peer, ?limit, "no request head in time; connection closed");
                 }
             });
         }
@@ -260,6 +249,66 @@ impl Server {
                 tracing::warn!(%address, "drain time ran out; dropping the remaining connections");
                 Drain::TimedOut
             }
+        }
+    }
+}
+
+/// How each accepted connection is spoken to: TLS first when the server has it, then hyper's
+/// HTTP/1.1.
+struct Protocol {
+    http: http1::Builder,
+    tls: Option<TlsAcceptor>,
+    tls_handshake_timeout: Duration,
+}
+
+impl Protocol {
+    /// Serves one connection until the client or a graceful shutdown ends it. `clock` starts
+    /// counting toward the head timeout once HTTP begins.
+    async fn serve<S, B>(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        service: Clocked<S>,
+        watcher: Watcher,
+        clock: Arc<HeadClock>,
+    ) where
+        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let service = TowerToHyperService::new(service);
+        let result = match &self.tls {
+            None => {
+                clock.idle();
+                let connection = self.http.serve_connection(TokioIo::new(stream), service);
+                watcher.watch(connection).await
+            }
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(self.tls_handshake_timeout, acceptor.accept(stream));
+                let stream = match handshake.await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                clock.idle();
+                let connection = self.http.serve_connection(TokioIo::new(stream), service);
+                watcher.watch(connection).await
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%peer, %error, "connection ended with an error");
         }
     }
 }
