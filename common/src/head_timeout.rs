@@ -3,12 +3,16 @@
 //!
 //! hyper's own header-read timeout arms a new tokio timer for every request head: allocated,
 //! entered into the timer wheel while the connection waits, taken out once the head is in. At
-//! 256 keep-alive connections that was 17 % of hello-cf's instructions per request
+//! 256 keep-alive connections that was 14 % of hello-cf's instructions per request
 //! (bench/README.md). Here the connection's service marks the clock busy when a request comes
-//! in, and the answer's body marks it idle when hyper is done with it, after which hyper reads
-//! the next head; a watchdog task beside the connection wakes once per limit, reads the clock,
-//! and ends a connection that has been idle for longer than the limit. A request costs two
-//! stores and one clock read.
+//! in; the answer's body marks it answered when hyper drops it (its last bytes buffered); the
+//! connection's socket marks it idle at the next completed flush, which is when hyper turns to
+//! reading the next head and would have armed its timer. A watchdog task beside the connection
+//! wakes once per limit, reads the clock, and ends a connection idle for longer than the limit.
+//!
+//! One difference from hyper's timer: a request body that is still arriving after its answer
+//! has been sent (an upstream that answered the proxy early and keeps reading the upload)
+//! counts as idle time, where hyper counted nothing until the next head.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,17 +23,22 @@ use std::time::Duration;
 use http_body::{Body, Frame, SizeHint};
 use hyper::Response;
 use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// `idle_since` while a request is being answered.
 const BUSY: u64 = u64::MAX;
+/// `idle_since` once the answer is in hyper's write buffer, until the buffer is flushed.
+const ANSWERED: u64 = u64::MAX - 1;
 
 /// Whether a connection is answering a request or waiting for the next head, and since when.
-/// Shared by the connection's task and its watchdog, both on one thread: relaxed atomics.
+/// Shared by the connection's task and its watchdog (one connection's marks come in order, from
+/// its own task): relaxed atomics.
 pub(crate) struct HeadClock {
     origin: Instant,
-    /// Nanoseconds from `origin` to when the connection began waiting for a head, or [`BUSY`].
+    /// Nanoseconds from `origin` to when the connection began waiting for a head, or [`BUSY`]
+    /// or [`ANSWERED`].
     idle_since: AtomicU64,
 }
 
@@ -45,7 +54,7 @@ impl HeadClock {
 
     /// The connection now waits for a request head.
     pub(crate) fn idle(&self) {
-        let since = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(BUSY - 1);
+        let since = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(ANSWERED - 1);
         self.idle_since.store(since, Ordering::Relaxed);
     }
 
@@ -53,13 +62,30 @@ impl HeadClock {
         self.idle_since.store(BUSY, Ordering::Relaxed);
     }
 
+    fn answered(&self) {
+        self.idle_since.store(ANSWERED, Ordering::Relaxed);
+    }
+
+    /// The socket has taken everything written to it: an answered connection is now idle.
+    fn flushed(&self) {
+        if self.idle_since.load(Ordering::Relaxed) == ANSWERED {
+            self.idle();
+        }
+    }
+
     /// When the next head is due, or `None` while a request is being answered.
     fn head_due(&self, limit: Duration) -> Option<Instant> {
         match self.idle_since.load(Ordering::Relaxed) {
-            BUSY => None,
-            since => Some(self.origin + Duration::from_nanos(since) + limit),
+            BUSY | ANSWERED => None,
+            since => Some(later(self.origin + Duration::from_nanos(since), limit)),
         }
     }
+}
+
+/// `at + by`, or a year after `at` where that would overflow the clock.
+fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by)
+        .unwrap_or_else(|| at + Duration::from_secs(365 * 24 * 3600))
 }
 
 /// How a watched connection ended.
@@ -98,8 +124,12 @@ pub(crate) async fn watch(
     }
 }
 
-/// `inner`, with each request marking `clock` busy and each answer's body marking it idle once
-/// hyper has dropped it (written, or given up on).
+/// `inner`, with each request marking `clock` busy and each answer's body marking it answered
+/// once hyper has dropped it (its bytes buffered, or given up on).
+///
+/// hyper calls the service (through tower's `Oneshot`: `poll_ready`, then `call`) only once a
+/// request head is in, and only after the previous answer's body is gone, so the marks of one
+/// connection come in order.
 #[derive(Clone)]
 pub(crate) struct Clocked<S> {
     inner: S,
@@ -121,6 +151,8 @@ where
     type Future = ClockedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // A head is in: busy even while the inner service is not ready to take it.
+        self.clock.busy();
         self.inner.poll_ready(cx)
     }
 
@@ -157,25 +189,25 @@ where
             .expect("ClockedFuture polled after it completed");
         Poll::Ready(Ok(answer.map(|inner| ClockedBody {
             inner,
-            idle_on_drop: IdleOnDrop(clock),
+            answered_on_drop: AnsweredOnDrop(clock),
         })))
     }
 }
 
 pin_project! {
-    /// An answer's body, passed through; the connection is idle once hyper drops it.
+    /// An answer's body, passed through; the connection is answered once hyper drops it.
     pub(crate) struct ClockedBody<B> {
         #[pin]
         inner: B,
-        idle_on_drop: IdleOnDrop,
+        answered_on_drop: AnsweredOnDrop,
     }
 }
 
-struct IdleOnDrop(Arc<HeadClock>);
+struct AnsweredOnDrop(Arc<HeadClock>);
 
-impl Drop for IdleOnDrop {
+impl Drop for AnsweredOnDrop {
     fn drop(&mut self) {
-        self.0.idle();
+        self.0.answered();
     }
 }
 
@@ -196,6 +228,68 @@ impl<B: Body> Body for ClockedBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// A connection's socket, passed through; each completed flush turns an answered
+    /// connection idle. (hyper flushes the socket once its write buffer is empty, and reads the
+    /// next head only after that.)
+    pub(crate) struct ClockedIo<T> {
+        #[pin]
+        inner: T,
+        clock: Arc<HeadClock>,
+    }
+}
+
+impl<T> ClockedIo<T> {
+    pub(crate) fn new(inner: T, clock: Arc<HeadClock>) -> Self {
+        Self { inner, clock }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for ClockedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for ClockedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let flushed = ready!(this.inner.poll_flush(cx));
+        if flushed.is_ok() {
+            this.clock.flushed();
+        }
+        Poll::Ready(flushed)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -231,6 +325,24 @@ mod tests {
         let started = Instant::now();
         assert_eq!(watch(answering, &clock, limit).await, Watched::HeadTimedOut);
         assert_eq!(started.elapsed(), Duration::from_secs(45));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_counts_as_busy_until_the_socket_has_taken_it() {
+        let limit = Duration::from_secs(10);
+        let clock = HeadClock::new();
+        clock.busy();
+        clock.answered();
+        let flushing_clock = Arc::clone(&clock);
+        // A slow reader takes 25 s to take the answer off hyper's buffer: due at 35 s.
+        let serving = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(25)).await;
+            flushing_clock.flushed();
+            std::future::pending::<()>().await;
+        });
+        let started = Instant::now();
+        assert_eq!(watch(serving, &clock, limit).await, Watched::HeadTimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(35));
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,7 +24,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::head_timeout::{self, Clocked, HeadClock, Watched};
+use crate::head_timeout::{self, Clocked, ClockedIo, HeadClock, Watched};
 use crate::workers::Workers;
 
 /// Timeouts that keep one slow peer from holding the server.
@@ -262,8 +262,9 @@ struct Protocol {
 }
 
 impl Protocol {
-    /// Serves one connection until the client or a graceful shutdown ends it. `clock` starts
-    /// counting toward the head timeout once HTTP begins.
+    /// Serves one connection until the client or a graceful shutdown ends it (or the watchdog
+    /// beside it, [`head_timeout::watch`], aborts it). `clock` starts counting toward the head
+    /// timeout once HTTP begins.
     async fn serve<S, B>(
         self: Arc<Self>,
         stream: TcpStream,
@@ -285,7 +286,8 @@ impl Protocol {
         let result = match &self.tls {
             None => {
                 clock.idle();
-                let connection = self.http.serve_connection(TokioIo::new(stream), service);
+                let io = TokioIo::new(ClockedIo::new(stream, Arc::clone(&clock)));
+                let connection = self.http.serve_connection(io, service);
                 watcher.watch(connection).await
             }
             Some(acceptor) => {
@@ -303,7 +305,8 @@ impl Protocol {
                     }
                 };
                 clock.idle();
-                let connection = self.http.serve_connection(TokioIo::new(stream), service);
+                let io = TokioIo::new(ClockedIo::new(stream, Arc::clone(&clock)));
+                let connection = self.http.serve_connection(io, service);
                 watcher.watch(connection).await
             }
         };
