@@ -105,14 +105,18 @@ pub(crate) async fn watch(
     clock: &HeadClock,
     limit: Duration,
 ) -> Watched {
-    let mut check_at = Instant::now() + limit;
+    // A zero limit would re-arm at once, over and over, while a request is answered.
+    let limit = limit.max(Duration::from_millis(1));
+    let mut check_at = later(Instant::now(), limit);
     loop {
         tokio::select! {
+            // A task that ended by itself is not reported as timed out.
+            biased;
             _ = &mut serving => return Watched::Ended,
             () = tokio::time::sleep_until(check_at) => {
                 let now = Instant::now();
                 match clock.head_due(limit) {
-                    None => check_at = now + limit,
+                    None => check_at = later(now, limit),
                     Some(due) if due > now => check_at = due,
                     Some(_) => {
                         serving.abort();
