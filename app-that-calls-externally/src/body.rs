@@ -7,6 +7,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use demo_common::server::BodyReading;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
@@ -56,6 +57,8 @@ pub struct StallGuard {
     direction: Direction,
     timer: Option<Pin<Box<Sleep>>>,
     progressed: bool,
+    /// A request body keeps its client connection busy until it is done (dropped once sent).
+    _reading: Option<BodyReading>,
 }
 
 impl StallGuard {
@@ -66,7 +69,15 @@ impl StallGuard {
             direction,
             timer: None,
             progressed: false,
+            _reading: None,
         }
+    }
+
+    /// Holds `reading` until the body is dropped: a client connection's head timeout does not
+    /// run while its request body is still being forwarded.
+    pub(crate) fn holding(mut self, reading: BodyReading) -> Self {
+        self._reading = Some(reading);
+        self
     }
 
     /// Called when the inner body is not ready: Ready when the body has stalled.

@@ -113,10 +113,13 @@ impl Bound {
         let proxy = self.proxy;
         let drain = self
             .forward
-            .serve_connections(move |peer| proxy.connection_service(peer), async move {
-                shutdown.await;
-                readiness.set_not_ready();
-            })
+            .serve_connections(
+                move |peer, clock| proxy.connection_service(peer, clock),
+                async move {
+                    shutdown.await;
+                    readiness.set_not_ready();
+                },
+            )
             .await;
         let _ = stop_admin.send(());
         let _ = admin.await;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use demo_common::error;
+use demo_common::server::ConnectionClock;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -64,10 +65,12 @@ impl Proxy {
 
     /// The service for one client connection of the forwarding port, from `peer`: its
     /// requests share one upstream connection, and the peer is known once per connection
-    /// rather than looked up in each request's extensions.
+    /// rather than looked up in each request's extensions. `clock` is held busy while a
+    /// request body is forwarded, which may go on after the upstream's answer.
     pub fn connection_service(
         &self,
         peer: SocketAddr,
+        clock: ConnectionClock,
     ) -> impl tower::Service<
         Request<Incoming>,
         Response = Response<ProxyBody>,
@@ -80,6 +83,7 @@ impl Proxy {
             proxy: self.clone(),
             upstream: self.shared.upstreams.for_connection(),
             peer: peer.ip(),
+            clock,
             response_timer: ResponseTimer::default(),
         });
         tower::service_fn(move |request| {
@@ -153,7 +157,8 @@ impl Proxy {
         };
         // HTTP/1.1 upstream whatever the client spoke, so the connection stays open.
         parts.version = Version::HTTP_11;
-        let body = StallGuard::new(body, shared.timeout, Direction::Request);
+        let body = StallGuard::new(body, shared.timeout, Direction::Request)
+            .holding(connection.clock.body_reading());
         let sent = pin!(connection.upstream.send(Request::from_parts(parts, body)));
         match connection.response_timer.limit(shared.timeout, sent).await {
             Some(Ok(response)) => self.relay(response),
@@ -205,6 +210,7 @@ struct Connection {
     proxy: Proxy,
     upstream: ConnectionUpstream,
     peer: IpAddr,
+    clock: ConnectionClock,
     response_timer: ResponseTimer,
 }
 

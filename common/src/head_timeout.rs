@@ -10,13 +10,14 @@
 //! reading the next head and would have armed its timer. A watchdog task beside the connection
 //! wakes once per limit, reads the clock, and ends a connection idle for longer than the limit.
 //!
-//! One difference from hyper's timer: a request body that is still arriving after its answer
-//! has been sent (an upstream that answered the proxy early and keeps reading the upload)
-//! counts as idle time, where hyper counted nothing until the next head.
+//! A request body still being read after its answer has gone out (an upstream that answered the
+//! proxy early and keeps reading the upload) holds the connection busy too, where the service
+//! says so with [`ConnectionClock::body_reading`]: hyper reads the next head only after that
+//! body, and started its timer only then.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -31,15 +32,18 @@ use tokio::time::Instant;
 const BUSY: u64 = u64::MAX;
 /// `idle_since` once the answer is in hyper's write buffer, until the buffer is flushed.
 const ANSWERED: u64 = u64::MAX - 1;
+/// `idle_since` once the answer is out while a request body is still being read.
+const FLUSHED: u64 = u64::MAX - 2;
 
 /// Whether a connection is answering a request or waiting for the next head, and since when.
-/// Shared by the connection's task and its watchdog (one connection's marks come in order, from
-/// its own task): relaxed atomics.
+/// Shared by the connection's task, its watchdog and the tasks reading its request bodies.
 pub(crate) struct HeadClock {
     origin: Instant,
-    /// Nanoseconds from `origin` to when the connection began waiting for a head, or [`BUSY`]
-    /// or [`ANSWERED`].
+    /// Nanoseconds from `origin` to when the connection began waiting for a head, or [`BUSY`],
+    /// [`ANSWERED`] or [`FLUSHED`].
     idle_since: AtomicU64,
+    /// Request bodies being read ([`BodyReading`] guards alive).
+    bodies: AtomicU32,
 }
 
 impl HeadClock {
@@ -49,13 +53,17 @@ impl HeadClock {
         Arc::new(Self {
             origin: Instant::now(),
             idle_since: AtomicU64::new(BUSY),
+            bodies: AtomicU32::new(0),
         })
     }
 
     /// The connection now waits for a request head.
     pub(crate) fn idle(&self) {
-        let since = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(ANSWERED - 1);
-        self.idle_since.store(since, Ordering::Relaxed);
+        self.idle_since.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(FLUSHED - 1)
     }
 
     fn busy(&self) {
@@ -66,17 +74,46 @@ impl HeadClock {
         self.idle_since.store(ANSWERED, Ordering::Relaxed);
     }
 
-    /// The socket has taken everything written to it: an answered connection is now idle.
+    /// The socket has taken everything written to it: an answered connection is now idle,
+    /// unless a request body is still being read.
     fn flushed(&self) {
-        if self.idle_since.load(Ordering::Relaxed) == ANSWERED {
-            self.idle();
+        if self.idle_since.load(Ordering::Relaxed) != ANSWERED {
+            return;
         }
+        // Flushed and the last body done may be marked on two threads (a multi-threaded
+        // runtime): each sets its half, then looks at the other's, sequentially consistent, so
+        // whichever comes second turns the connection idle.
+        let _ =
+            self.idle_since
+                .compare_exchange(ANSWERED, FLUSHED, Ordering::SeqCst, Ordering::SeqCst);
+        if self.bodies.load(Ordering::SeqCst) == 0 {
+            self.idle_once_flushed();
+        }
+    }
+
+    fn body_started(&self) {
+        self.bodies.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn body_done(&self) {
+        if self.bodies.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle_once_flushed();
+        }
+    }
+
+    fn idle_once_flushed(&self) {
+        let _ = self.idle_since.compare_exchange(
+            FLUSHED,
+            self.now(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
     }
 
     /// When the next head is due, or `None` while a request is being answered.
     fn head_due(&self, limit: Duration) -> Option<Instant> {
         match self.idle_since.load(Ordering::Relaxed) {
-            BUSY | ANSWERED => None,
+            BUSY | ANSWERED | FLUSHED => None,
             since => Some(later(self.origin + Duration::from_nanos(since), limit)),
         }
     }
@@ -86,6 +123,35 @@ impl HeadClock {
 fn later(at: Instant, by: Duration) -> Instant {
     at.checked_add(by)
         .unwrap_or_else(|| at + Duration::from_secs(365 * 24 * 3600))
+}
+
+/// A connection's head clock as its service sees it (`Server::serve_connections` hands one to
+/// each connection's service).
+#[derive(Clone)]
+pub struct ConnectionClock(Arc<HeadClock>);
+
+impl ConnectionClock {
+    pub(crate) fn new(clock: Arc<HeadClock>) -> Self {
+        Self(clock)
+    }
+
+    /// Holds the connection busy while the returned guard lives: for a request body the service
+    /// reads, which may outlast its answer. Drop the guard once the body's last byte is read
+    /// (`is_end_stream`): hyper reports the end of a body of known length only when it next
+    /// reads the connection.
+    pub fn body_reading(&self) -> BodyReading {
+        self.0.body_started();
+        BodyReading(Arc::clone(&self.0))
+    }
+}
+
+/// A request body being read; see [`ConnectionClock::body_reading`].
+pub struct BodyReading(Arc<HeadClock>);
+
+impl Drop for BodyReading {
+    fn drop(&mut self) {
+        self.0.body_done();
+    }
 }
 
 /// How a watched connection ended.
@@ -342,6 +408,25 @@ mod tests {
         let serving = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(25)).await;
             flushing_clock.flushed();
+            std::future::pending::<()>().await;
+        });
+        let started = Instant::now();
+        assert_eq!(watch(serving, &clock, limit).await, Watched::HeadTimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(35));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_read_after_its_answer_holds_the_connection_busy_until_done() {
+        let limit = Duration::from_secs(10);
+        let clock = HeadClock::new();
+        clock.busy();
+        let reading = ConnectionClock::new(Arc::clone(&clock)).body_reading();
+        clock.answered();
+        clock.flushed();
+        // The body is done 25 s after its answer went out: due at 35 s.
+        let serving = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(25)).await;
+            drop(reading);
             std::future::pending::<()>().await;
         });
         let started = Instant::now();

@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::head_timeout::{self, Clocked, ClockedIo, HeadClock, Watched};
+pub use crate::head_timeout::{BodyReading, ConnectionClock};
 use crate::workers::Workers;
 
 /// Timeouts that keep one slow peer from holding the server.
@@ -141,22 +142,24 @@ impl Server {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.serve_connections(move |_peer| service.clone(), shutdown)
+        self.serve_connections(move |_peer, _clock| service.clone(), shutdown)
             .await
     }
 
     /// Like [`Server::serve`], with a service of its own for each connection, made by
-    /// `make_service` from the peer address: for state that lives as long as the connection,
-    /// the peer included. (Requests carry no `ConnectInfo` extension: inserting one allocates
-    /// an extensions map for every request, and a service that needs the peer gets it here
-    /// once per connection.)
+    /// `make_service` from the peer address and the connection's head clock: for state that
+    /// lives as long as the connection, the peer included. (Requests carry no `ConnectInfo`
+    /// extension: inserting one allocates an extensions map for every request, and a service
+    /// that needs the peer gets it here once per connection.) A service that reads a request
+    /// body after its answer has gone out holds [`ConnectionClock::body_reading`] while it
+    /// does, or the wait for the next request head counts from the answer.
     pub async fn serve_connections<M, S, B>(
         self,
         mut make_service: M,
         shutdown: impl Future<Output = ()>,
     ) -> Drain
     where
-        M: FnMut(SocketAddr) -> S,
+        M: FnMut(SocketAddr, ConnectionClock) -> S,
         S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
             + Clone
             + Send
@@ -213,11 +216,11 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let service = make_service(peer);
+            let clock = HeadClock::new();
+            let service = make_service(peer, ConnectionClock::new(Arc::clone(&clock)));
             let watcher = graceful.watcher();
             let protocol = Arc::clone(&protocol);
             workers.spawn(stream, move |stream| async move {
-                let clock = HeadClock::new();
                 let service = Clocked::new(service, Arc::clone(&clock));
                 let serving = tokio::spawn(protocol.serve(
                     stream,

@@ -1,15 +1,20 @@
 //! The server's limit on the time a client may take to send each request head, over real
 //! sockets: a head that never completes is cut at the limit; an answer that takes longer than
-//! the limit to make, or to read, is not; the limit starts again after every answer.
+//! the limit to make, or to read, is not, nor a request body read after its answer; the limit
+//! starts again after every answer.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use demo_common::server::{Server, ServerOptions};
+use demo_common::server::{ConnectionClock, Server, ServerOptions};
+use http_body::Body;
+use hyper::body::Incoming;
 use hyper::{Request, Response};
+use std::pin::Pin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 const LIMIT: Duration = Duration::from_millis(500);
@@ -25,13 +30,7 @@ const ANSWER: &str = "answered\n";
 /// A server with the short limit: `/slow` answers after [`SLOW`], `/large` with [`LARGE`] bytes,
 /// anything else at once.
 async fn start() -> SocketAddr {
-    let options = ServerOptions {
-        header_read_timeout: LIMIT,
-        ..ServerOptions::default()
-    };
-    let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), options)
-        .await
-        .expect("bind 127.0.0.1:0");
+    let server = bind().await;
     let address = server.local_addr().expect("bound address");
     let service = tower::service_fn(|request: Request<hyper::body::Incoming>| async move {
         match request.uri().path() {
@@ -43,6 +42,50 @@ async fn start() -> SocketAddr {
     });
     tokio::spawn(server.serve(service, std::future::pending()));
     address
+}
+
+async fn bind() -> Server {
+    let options = ServerOptions {
+        header_read_timeout: LIMIT,
+        ..ServerOptions::default()
+    };
+    Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), options)
+        .await
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A server with the short limit that answers at once and reads each request's body afterwards
+/// in a task of its own, holding the connection busy while it does (as the proxy does when an
+/// upstream answers before it has the whole upload); the byte count of each body comes out of
+/// the channel.
+async fn start_reading_bodies_after_answering() -> (SocketAddr, mpsc::UnboundedReceiver<usize>) {
+    let server = bind().await;
+    let address = server.local_addr().expect("bound address");
+    let (counted, counts) = mpsc::unbounded_channel();
+    let make_service = move |_peer, clock: ConnectionClock| {
+        let counted = counted.clone();
+        tower::service_fn(move |request: Request<Incoming>| {
+            let reading = clock.body_reading();
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let _reading = reading;
+                let mut body = request.into_body();
+                let mut count = 0;
+                // To the last byte (hyper says the end of a body of known length only once it
+                // reads the connection again).
+                while !body.is_end_stream() {
+                    match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                        Some(Ok(frame)) => count += frame.data_ref().map_or(0, |data| data.len()),
+                        _ => break,
+                    }
+                }
+                let _ = counted.send(count);
+            });
+            async { Ok::<_, Infallible>(Response::new(ANSWER.to_owned())) }
+        })
+    };
+    tokio::spawn(server.serve_connections(make_service, std::future::pending()));
+    (address, counts)
 }
 
 async fn connect(address: SocketAddr) -> TcpStream {
@@ -171,4 +214,35 @@ async fn a_client_reading_a_large_answer_slowly_gets_all_of_it() {
     let body = &answer[head_end + 4..];
     assert_eq!(body.len(), LARGE, "the answer was cut after {took:?}");
     assert!(body.ends_with(ANSWER.as_bytes()));
+}
+
+#[tokio::test]
+async fn a_request_body_read_after_its_answer_is_not_cut() {
+    let (address, mut counts) = start_reading_bodies_after_answering().await;
+    let mut stream = connect(address).await;
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 6\r\n\r\nx")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let mut buffer = [0; 1024];
+    while !answer.ends_with(ANSWER.as_bytes()) {
+        let read = tokio::time::timeout(BOUND, stream.read(&mut buffer))
+            .await
+            .expect("answer timed out")
+            .expect("read");
+        assert_ne!(read, 0, "closed before answering: {answer:?}");
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    // The rest of the body, a byte every half limit: it ends well over two limits after the
+    // answer went out.
+    for _ in 0..5 {
+        tokio::time::sleep(LIMIT / 2).await;
+        stream.write_all(b"x").await.expect("the upload was cut");
+    }
+    let count = tokio::time::timeout(BOUND, counts.recv())
+        .await
+        .expect("the body was never counted")
+        .expect("the server is gone");
+    assert_eq!(count, 6, "the body was cut after its answer");
 }
