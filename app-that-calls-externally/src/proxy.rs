@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use demo_common::error;
-use demo_common::server::ConnectionClock;
+use demo_common::server::{ConnectionClock, ConnectionService};
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -71,14 +71,7 @@ impl Proxy {
         &self,
         peer: SocketAddr,
         clock: ConnectionClock,
-    ) -> impl tower::Service<
-        Request<Incoming>,
-        Response = Response<ProxyBody>,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + use<> {
+    ) -> impl ConnectionService<ProxyBody> + use<> {
         let connection = Arc::new(Connection {
             proxy: self.clone(),
             upstream: self.shared.upstreams.for_connection(),

@@ -227,7 +227,7 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        self.clock.busy();
+        // Busy since `poll_ready`, which tower's contract puts before every call.
         ClockedFuture {
             inner: self.inner.call(request),
             clock: Some(Arc::clone(&self.clock)),
@@ -367,71 +367,72 @@ impl<T: AsyncWrite> AsyncWrite for ClockedIo<T> {
 mod tests {
     use super::*;
 
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// Serves with `marks` (then forever) under the watchdog; how long until it cut the
+    /// connection for a late head.
+    async fn cut_after(
+        clock: &HeadClock,
+        marks: impl Future<Output = ()> + Send + 'static,
+    ) -> Duration {
+        let started = Instant::now();
+        let serving = tokio::spawn(async move {
+            marks.await;
+            std::future::pending::<()>().await;
+        });
+        assert_eq!(watch(serving, clock, LIMIT).await, Watched::HeadTimedOut);
+        started.elapsed()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_is_aborted_at_its_limit_and_not_before() {
-        let limit = Duration::from_secs(10);
         let clock = HeadClock::new();
-        let started = Instant::now();
         clock.idle();
-        let serving = tokio::spawn(std::future::pending::<()>());
-        assert_eq!(watch(serving, &clock, limit).await, Watched::HeadTimedOut);
-        assert_eq!(started.elapsed(), limit);
+        assert_eq!(cut_after(&clock, async {}).await, LIMIT);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_busy_connection_is_never_aborted_and_its_limit_restarts_when_idle() {
-        let limit = Duration::from_secs(10);
         let clock = HeadClock::new();
         clock.idle();
         let busy_clock = Arc::clone(&clock);
         // Busy from 5 s to 35 s (three limits long), then idle: due at 45 s.
-        let answering = tokio::spawn(async move {
+        let marks = async move {
             tokio::time::sleep(Duration::from_secs(5)).await;
             busy_clock.busy();
             tokio::time::sleep(Duration::from_secs(30)).await;
             busy_clock.idle();
-            std::future::pending::<()>().await;
-        });
-        let started = Instant::now();
-        assert_eq!(watch(answering, &clock, limit).await, Watched::HeadTimedOut);
-        assert_eq!(started.elapsed(), Duration::from_secs(45));
+        };
+        assert_eq!(cut_after(&clock, marks).await, Duration::from_secs(45));
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_answer_counts_as_busy_until_the_socket_has_taken_it() {
-        let limit = Duration::from_secs(10);
         let clock = HeadClock::new();
         clock.busy();
         clock.answered();
         let flushing_clock = Arc::clone(&clock);
         // A slow reader takes 25 s to take the answer off hyper's buffer: due at 35 s.
-        let serving = tokio::spawn(async move {
+        let marks = async move {
             tokio::time::sleep(Duration::from_secs(25)).await;
             flushing_clock.flushed();
-            std::future::pending::<()>().await;
-        });
-        let started = Instant::now();
-        assert_eq!(watch(serving, &clock, limit).await, Watched::HeadTimedOut);
-        assert_eq!(started.elapsed(), Duration::from_secs(35));
+        };
+        assert_eq!(cut_after(&clock, marks).await, Duration::from_secs(35));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_body_read_after_its_answer_holds_the_connection_busy_until_done() {
-        let limit = Duration::from_secs(10);
         let clock = HeadClock::new();
         clock.busy();
         let reading = ConnectionClock::new(Arc::clone(&clock)).body_reading();
         clock.answered();
         clock.flushed();
         // The body is done 25 s after its answer went out: due at 35 s.
-        let serving = tokio::spawn(async move {
+        let marks = async move {
             tokio::time::sleep(Duration::from_secs(25)).await;
             drop(reading);
-            std::future::pending::<()>().await;
-        });
-        let started = Instant::now();
-        assert_eq!(watch(serving, &clock, limit).await, Watched::HeadTimedOut);
-        assert_eq!(started.elapsed(), Duration::from_secs(35));
+        };
+        assert_eq!(cut_after(&clock, marks).await, Duration::from_secs(35));
     }
 
     #[tokio::test(start_paused = true)]
@@ -440,7 +441,7 @@ mod tests {
         clock.idle();
         let started = Instant::now();
         let serving = tokio::spawn(tokio::time::sleep(Duration::from_secs(3)));
-        let watched = watch(serving, &clock, Duration::from_secs(10)).await;
+        let watched = watch(serving, &clock, LIMIT).await;
         assert_eq!(watched, Watched::Ended);
         assert_eq!(started.elapsed(), Duration::from_secs(3));
     }

@@ -23,6 +23,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 
 use crate::head_timeout::{self, Clocked, ClockedIo, HeadClock, Watched};
 pub use crate::head_timeout::{BodyReading, ConnectionClock};
@@ -102,6 +103,44 @@ pub enum Drain {
     TimedOut,
 }
 
+/// What a server answers each connection's requests with: a tower service, cloned per request.
+pub trait ConnectionService<B>:
+    tower::Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> ConnectionService<B> for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The body of a server's answers.
+pub trait AnswerBody:
+    http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> AnswerBody for B where
+    B: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
+
 /// A bound listener, ready to serve.
 pub struct Server {
     listener: TcpListener,
@@ -133,14 +172,8 @@ impl Server {
     /// Serves `service` until `shutdown` resolves, then drains.
     pub async fn serve<S, B>(self, service: S, shutdown: impl Future<Output = ()>) -> Drain
     where
-        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: ConnectionService<B>,
+        B: AnswerBody,
     {
         self.serve_connections(move |_peer, _clock| service.clone(), shutdown)
             .await
@@ -160,14 +193,8 @@ impl Server {
     ) -> Drain
     where
         M: FnMut(SocketAddr, ConnectionClock) -> S,
-        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: ConnectionService<B>,
+        B: AnswerBody,
     {
         let Server {
             listener,
@@ -268,36 +295,21 @@ impl Protocol {
     /// Serves one connection until the client or a graceful shutdown ends it (or the watchdog
     /// beside it, [`head_timeout::watch`], aborts it). `clock` starts counting toward the head
     /// timeout once HTTP begins.
-    async fn serve<S, B>(
+    async fn serve<S: ConnectionService<B>, B: AnswerBody>(
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
         service: Clocked<S>,
         watcher: Watcher,
         clock: Arc<HeadClock>,
-    ) where
-        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let service = TowerToHyperService::new(service);
-        let result = match &self.tls {
-            None => {
-                clock.idle();
-                let io = TokioIo::new(ClockedIo::new(stream, Arc::clone(&clock)));
-                let connection = self.http.serve_connection(io, service);
-                watcher.watch(connection).await
-            }
+    ) {
+        let stream = match &self.tls {
+            None => Either::Left(stream),
             Some(acceptor) => {
                 let handshake =
                     tokio::time::timeout(self.tls_handshake_timeout, acceptor.accept(stream));
-                let stream = match handshake.await {
-                    Ok(Ok(stream)) => stream,
+                match handshake.await {
+                    Ok(Ok(stream)) => Either::Right(stream),
                     Ok(Err(error)) => {
                         tracing::debug!(%peer, %error, "TLS handshake failed");
                         return;
@@ -306,14 +318,15 @@ impl Protocol {
                         tracing::debug!(%peer, "TLS handshake timed out");
                         return;
                     }
-                };
-                clock.idle();
-                let io = TokioIo::new(ClockedIo::new(stream, Arc::clone(&clock)));
-                let connection = self.http.serve_connection(io, service);
-                watcher.watch(connection).await
+                }
             }
         };
-        if let Err(error) = result {
+        clock.idle();
+        let io = TokioIo::new(ClockedIo::new(stream, clock));
+        let connection = self
+            .http
+            .serve_connection(io, TowerToHyperService::new(service));
+        if let Err(error) = watcher.watch(connection).await {
             tracing::debug!(%peer, %error, "connection ended with an error");
         }
     }

@@ -95,10 +95,16 @@ async fn connect(address: SocketAddr) -> TcpStream {
         .expect("connect")
 }
 
-/// Sends a keep-alive `GET path` and reads its whole answer (it ends with [`ANSWER`]).
+/// Sends a keep-alive `GET path` and reads its whole answer.
 async fn call(stream: &mut TcpStream, path: &str) {
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
+    let answer = read_answer(stream, path).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"), "{answer:?}");
+}
+
+/// Reads one whole answer to the request for `path` (it ends with [`ANSWER`]).
+async fn read_answer(stream: &mut TcpStream, path: &str) -> Vec<u8> {
     let mut answer = Vec::new();
     let mut buffer = [0; 1024];
     while !answer.ends_with(ANSWER.as_bytes()) {
@@ -109,7 +115,7 @@ async fn call(stream: &mut TcpStream, path: &str) {
         assert_ne!(read, 0, "closed before answering {path}: {answer:?}");
         answer.extend_from_slice(&buffer[..read]);
     }
-    assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"), "{answer:?}");
+    answer
 }
 
 /// Reads until the server closes the connection; what it sent meanwhile.
@@ -224,16 +230,7 @@ async fn a_request_body_read_after_its_answer_is_not_cut() {
         .write_all(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 6\r\n\r\nx")
         .await
         .expect("write");
-    let mut answer = Vec::new();
-    let mut buffer = [0; 1024];
-    while !answer.ends_with(ANSWER.as_bytes()) {
-        let read = tokio::time::timeout(BOUND, stream.read(&mut buffer))
-            .await
-            .expect("answer timed out")
-            .expect("read");
-        assert_ne!(read, 0, "closed before answering: {answer:?}");
-        answer.extend_from_slice(&buffer[..read]);
-    }
+    read_answer(&mut stream, "/upload").await;
     // The rest of the body, a byte every half limit: it ends well over two limits after the
     // answer went out.
     for _ in 0..5 {
