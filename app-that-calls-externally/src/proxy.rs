@@ -79,100 +79,32 @@ impl Proxy {
             clock,
             response_timer: ResponseTimer::default(),
         });
-        tower::service_fn(move |request| {
-            let connection = Arc::clone(&connection);
-            // Boxed: a request's future holds the whole upstream exchange (kilobytes), and
-            // hyper moves it several times before polling it; a box is one pointer to move.
-            // Without LTO (the release build the local demo runs) those moves were a third of
-            // the proxy's instructions per request (bench/README.md).
-            let forwarded: ForwardFuture =
-                Box::pin(async move { Ok(connection.proxy.forward(&connection, request).await) });
+        tower::service_fn(move |request: Request<Incoming>| {
+            // The request is checked and rewritten here, before its future exists, so that
+            // the future holds only what waits for the upstream: whatever a future holds is
+            // copied each time it moves (bench/README.md, "Fewer copies per request"). Boxed,
+            // as hyper moves a request's future several times before polling it.
+            let logged = RequestLine::when_logged(&request);
+            let forwarded: ForwardFuture = match connection.prepare(request) {
+                Ok(request) => Box::pin(Arc::clone(&connection).exchange(request, logged)),
+                Err(refusal) => {
+                    let response = message(refusal.status, refusal.reason.to_owned());
+                    if let Some(line) = logged {
+                        line.log(&response);
+                    }
+                    Box::pin(std::future::ready(Ok(response)))
+                }
+            };
             forwarded
         })
     }
 
-    /// Forwards one request and returns the upstream's answer, or the proxy's own 4xx/5xx.
-    async fn forward(
-        &self,
-        connection: &Connection,
-        request: Request<Incoming>,
-    ) -> Response<ProxyBody> {
-        // Only pay for the request line and the clock when the line is logged.
-        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| {
-            (
-                Instant::now(),
-                request.method().clone(),
-                request.uri().path().to_owned(),
-            )
-        });
-        let response = self.dispatch(connection, request).await;
-        if let Some((started, method, path)) = logged {
-            tracing::debug!(
-                %method,
-                path,
-                status = response.status().as_u16(),
-                latency_ms = started.elapsed().as_secs_f64() * 1e3,
-                "request"
-            );
-        }
-        response
-    }
-
-    async fn dispatch(
-        &self,
-        connection: &Connection,
-        request: Request<Incoming>,
-    ) -> Response<ProxyBody> {
-        let shared = &*self.shared;
-        let (mut parts, body) = request.into_parts();
-        if parts.method == Method::CONNECT {
-            return message(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "CONNECT is not supported: this proxy forwards to one upstream URL\n".into(),
-            );
-        }
-        let Some(target) = shared.upstream.target(&parts.uri) else {
-            return message(
-                StatusCode::BAD_REQUEST,
-                "the request target must be a path\n".into(),
-            );
-        };
-        headers::prepare_request(
-            &mut parts.headers,
-            shared.upstream.host_header(),
-            Some(connection.peer),
-            shared.route.request_credentials(),
-        );
-        parts.uri = if shared.route.absolute_form() {
-            target
-        } else {
-            origin_form(target)
-        };
-        // HTTP/1.1 upstream whatever the client spoke, so the connection stays open.
-        parts.version = Version::HTTP_11;
-        let body = StallGuard::new(body, shared.timeout, Direction::Request)
-            .holding(connection.clock.body_reading());
-        let sent = pin!(connection.upstream.send(Request::from_parts(parts, body)));
-        match connection.response_timer.limit(shared.timeout, sent).await {
-            Some(Ok(response)) => self.relay(response),
-            Some(Err(error)) => self.failed(&error),
-            None => {
-                let line = format!(
-                    "upstream {} did not answer within {:?}",
-                    shared.upstream, shared.timeout
-                );
-                tracing::warn!("{line}");
-                message(StatusCode::GATEWAY_TIMEOUT, line + "\n")
-            }
-        }
-    }
-
     /// The upstream's answer, minus this hop's headers, its body streamed as it arrives.
-    fn relay(&self, response: Response<Incoming>) -> Response<ProxyBody> {
-        let (mut parts, body) = response.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        let body = StallGuard::new(body, self.shared.timeout, Direction::Response);
-        Response::from_parts(parts, ProxyBody::upstream(body))
+    fn relay(&self, mut response: Response<Incoming>) -> Response<ProxyBody> {
+        headers::strip_hop_by_hop(response.headers_mut());
+        let timeout = self.shared.timeout;
+        response
+            .map(|body| ProxyBody::upstream(StallGuard::new(body, timeout, Direction::Response)))
     }
 
     /// 502 naming the cause, or a 4xx when the client's own request body failed.
@@ -198,6 +130,43 @@ impl Proxy {
 
 type ForwardFuture = BoxFuture<'static, Result<Response<ProxyBody>, Infallible>>;
 
+/// Why a request is answered by the proxy itself, without going upstream.
+struct Refusal {
+    status: StatusCode,
+    reason: &'static str,
+}
+
+/// What the debug log line of a request shows.
+struct RequestLine {
+    started: Instant,
+    method: Method,
+    path: String,
+}
+
+impl RequestLine {
+    /// The line of `request`, when request lines are logged: only then are the clock read and
+    /// the path copied. Boxed, so that it is one pointer in a request's future otherwise.
+    fn when_logged<B>(request: &Request<B>) -> Option<Box<Self>> {
+        tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            Box::new(Self {
+                started: Instant::now(),
+                method: request.method().clone(),
+                path: request.uri().path().to_owned(),
+            })
+        })
+    }
+
+    fn log<B>(&self, response: &Response<B>) {
+        tracing::debug!(
+            method = %self.method,
+            path = self.path,
+            status = response.status().as_u16(),
+            latency_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            "request"
+        );
+    }
+}
+
 /// What the requests of one client connection share.
 struct Connection {
     proxy: Proxy,
@@ -205,6 +174,70 @@ struct Connection {
     peer: IpAddr,
     clock: ConnectionClock,
     response_timer: ResponseTimer,
+}
+
+impl Connection {
+    /// The request as it goes upstream, or why the proxy answers it itself.
+    fn prepare(&self, mut request: Request<Incoming>) -> Result<Request<StallGuard>, Refusal> {
+        let shared = &*self.proxy.shared;
+        if request.method() == Method::CONNECT {
+            return Err(Refusal {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                reason: "CONNECT is not supported: this proxy forwards to one upstream URL\n",
+            });
+        }
+        let Some(target) = shared.upstream.target(request.uri()) else {
+            return Err(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                reason: "the request target must be a path\n",
+            });
+        };
+        headers::prepare_request(
+            request.headers_mut(),
+            shared.upstream.host_header(),
+            Some(self.peer),
+            shared.route.request_credentials(),
+        );
+        *request.uri_mut() = if shared.route.absolute_form() {
+            target
+        } else {
+            origin_form(target)
+        };
+        // HTTP/1.1 upstream whatever the client spoke, so the connection stays open.
+        *request.version_mut() = Version::HTTP_11;
+        Ok(request.map(|body| {
+            StallGuard::new(body, shared.timeout, Direction::Request)
+                .holding(self.clock.body_reading())
+        }))
+    }
+
+    /// Sends a prepared request upstream and returns the answer, or the proxy's own 5xx (4xx
+    /// when the client's own request body failed).
+    async fn exchange(
+        self: Arc<Self>,
+        request: Request<StallGuard>,
+        logged: Option<Box<RequestLine>>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let proxy = &self.proxy;
+        let timeout = proxy.shared.timeout;
+        let sent = pin!(self.upstream.send(request));
+        let response = match self.response_timer.limit(timeout, sent).await {
+            Some(Ok(response)) => proxy.relay(response),
+            Some(Err(error)) => proxy.failed(&error),
+            None => {
+                let line = format!(
+                    "upstream {} did not answer within {timeout:?}",
+                    proxy.shared.upstream
+                );
+                tracing::warn!("{line}");
+                message(StatusCode::GATEWAY_TIMEOUT, line + "\n")
+            }
+        };
+        if let Some(line) = logged {
+            line.log(&response);
+        }
+        Ok(response)
+    }
 }
 
 /// One client connection's response timer, re-armed for each of its requests.

@@ -7,13 +7,17 @@
 //! (one driven on its own serving thread first); parked connections are closed after
 //! [`IDLE_TIMEOUT`].
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll, ready};
 use std::thread::ThreadId;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, SendRequest};
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use crate::BoxFuture;
@@ -200,11 +204,34 @@ impl ConnectionUpstream {
     /// Sends `request` on this client connection's upstream connection, opening or unparking
     /// one when it has none. A request that could not even be written to a reused connection
     /// (the upstream closed it while idle) is sent once more on a new connection.
-    pub(crate) async fn send(
+    ///
+    /// The common case, the connection of the previous request idle and open, is done here
+    /// and now: the request is queued on it before this returns, and what is left to wait for
+    /// is the answer. The returned future stays small that way (a request's future is copied
+    /// as it moves; bench/README.md, "Fewer copies per request").
+    pub(crate) fn send(
         &self,
+        request: Request<StallGuard>,
+    ) -> Sending<'_, impl Future<Output = Answer> + Send + use<>> {
+        match self.take().or_else(|| self.upstreams.unpark()) {
+            Some(mut held) if held.sender.is_ready() => Sending::Written {
+                answer: held.sender.try_send_request(request),
+                held: Some(held),
+                upstream: self,
+            },
+            held => Sending::Other {
+                future: Box::pin(self.send_slowly(held, request)),
+            },
+        }
+    }
+
+    /// [`ConnectionUpstream::send`] for every other case: on `held` once it is ready, else
+    /// on a new connection.
+    async fn send_slowly(
+        &self,
+        held: Option<Held>,
         mut request: Request<StallGuard>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let held = self.take().or_else(|| self.upstreams.unpark());
         let (mut held, mut reused) = match held {
             Some(held) => (held, true),
             None => (self.upstreams.connect_boxed().await?, false),
@@ -223,10 +250,7 @@ impl ConnectionUpstream {
                 }
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if reused => {
-                        tracing::debug!(
-                            error = %error.error(),
-                            "reused upstream connection failed; retrying on a new one"
-                        );
+                        log_retry(&error);
                         request = unsent;
                         held = self.upstreams.connect_boxed().await?;
                         reused = false;
@@ -248,5 +272,66 @@ impl ConnectionUpstream {
 
     fn put(&self, held: Held) {
         *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(held);
+    }
+}
+
+fn log_retry(error: &TrySendError<Request<StallGuard>>) {
+    tracing::debug!(
+        error = %error.error(),
+        "reused upstream connection failed; retrying on a new one"
+    );
+}
+
+/// What hyper gives back for a request written to a connection.
+type Answer = Result<Response<Incoming>, TrySendError<Request<StallGuard>>>;
+
+pin_project! {
+    /// A request on its way to the upstream ([`ConnectionUpstream::send`]), until its answer's
+    /// head is in.
+    #[project = SendingProjection]
+    pub(crate) enum Sending<'a, A> {
+        /// Queued on the connection of the client connection's previous request, which is
+        /// held here until the answer comes.
+        Written {
+            #[pin]
+            answer: A,
+            held: Option<Held>,
+            upstream: &'a ConnectionUpstream,
+        },
+        /// Anything else, or the retry of a request the reused connection could not take.
+        Other {
+            future: BoxFuture<'a, Result<Response<Incoming>, UpstreamError>>,
+        },
+    }
+}
+
+impl<A: Future<Output = Answer>> Future for Sending<'_, A> {
+    type Output = Result<Response<Incoming>, UpstreamError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (answer, upstream, held) = match self.as_mut().project() {
+            SendingProjection::Written {
+                answer,
+                held,
+                upstream,
+            } => (ready!(answer.poll(cx)), *upstream, held.take()),
+            SendingProjection::Other { future } => return future.as_mut().poll(cx),
+        };
+        let held = held.expect("a request's future is not polled after its answer");
+        match answer {
+            Ok(response) => {
+                upstream.put(held);
+                Poll::Ready(Ok(response))
+            }
+            Err(mut error) => match error.take_message() {
+                Some(unsent) => {
+                    log_retry(&error);
+                    let retry = Box::pin(upstream.send_slowly(None, unsent));
+                    self.set(Sending::Other { future: retry });
+                    self.poll(cx)
+                }
+                None => Poll::Ready(Err(error.into_error().into())),
+            },
+        }
     }
 }
