@@ -145,7 +145,7 @@ struct RequestLine {
 
 impl RequestLine {
     /// The line of `request`, when request lines are logged: only then are the clock read and
-    /// the path copied. Boxed, so that it is one pointer in a request's future otherwise.
+    /// the path copied. Boxed: one pointer in a request's future, null when not logged.
     fn when_logged<B>(request: &Request<B>) -> Option<Box<Self>> {
         tracing::enabled!(tracing::Level::DEBUG).then(|| {
             Box::new(Self {
@@ -212,7 +212,7 @@ impl Connection {
     }
 
     /// Sends a prepared request upstream and returns the answer, or the proxy's own 5xx (4xx
-    /// when the client's own request body failed).
+    /// when the client's own request body failed); logs the request line when `logged`.
     async fn exchange(
         self: Arc<Self>,
         request: Request<StallGuard>,

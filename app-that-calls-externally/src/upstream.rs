@@ -205,28 +205,29 @@ impl ConnectionUpstream {
     /// one when it has none. A request that could not even be written to a reused connection
     /// (the upstream closed it while idle) is sent once more on a new connection.
     ///
-    /// The common case, the connection of the previous request idle and open, is done here
-    /// and now: the request is queued on it before this returns, and what is left to wait for
-    /// is the answer. The returned future stays small that way (a request's future is copied
-    /// as it moves; bench/README.md, "Fewer copies per request").
+    /// The common case, a reused connection (this client connection's last one, or an idle one
+    /// unparked) that is open and idle, is done here and now: the request is queued on it
+    /// before this returns, and what is left to wait for is the answer. The returned future
+    /// stays small that way (a request's future is copied as it moves; bench/README.md,
+    /// "Fewer copies per request").
     pub(crate) fn send(
         &self,
         request: Request<StallGuard>,
     ) -> Sending<'_, impl Future<Output = Answer> + Send + use<>> {
         match self.take().or_else(|| self.upstreams.unpark()) {
-            Some(mut held) if held.sender.is_ready() => Sending::Written {
+            Some(mut held) if held.sender.is_ready() => Sending::Queued {
                 answer: held.sender.try_send_request(request),
                 held: Some(held),
                 upstream: self,
             },
-            held => Sending::Other {
+            held => Sending::Slow {
                 future: Box::pin(self.send_slowly(held, request)),
             },
         }
     }
 
-    /// [`ConnectionUpstream::send`] for every other case: on `held` once it is ready, else
-    /// on a new connection.
+    /// [`ConnectionUpstream::send`] for every other case: on `held`, a reused connection, once
+    /// it is ready, else on a new connection.
     async fn send_slowly(
         &self,
         held: Option<Held>,
@@ -248,15 +249,12 @@ impl ConnectionUpstream {
                     self.put(held);
                     return Ok(response);
                 }
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) if reused => {
-                        log_retry(&error);
-                        request = unsent;
-                        held = self.upstreams.connect_boxed().await?;
-                        reused = false;
-                    }
-                    _ => return Err(error.into_error().into()),
-                },
+                Err(error) if reused => {
+                    request = unsent(error)?;
+                    held = self.upstreams.connect_boxed().await?;
+                    reused = false;
+                }
+                Err(error) => return Err(error.into_error().into()),
             }
         }
     }
@@ -275,14 +273,24 @@ impl ConnectionUpstream {
     }
 }
 
-fn log_retry(error: &TrySendError<Request<StallGuard>>) {
-    tracing::debug!(
-        error = %error.error(),
-        "reused upstream connection failed; retrying on a new one"
-    );
+/// The request a reused connection failed to take, handed back unsent (the upstream closed
+/// the connection while it was idle), to go once more on a new connection; else the failure.
+fn unsent(
+    mut error: TrySendError<Request<StallGuard>>,
+) -> Result<Request<StallGuard>, UpstreamError> {
+    match error.take_message() {
+        Some(request) => {
+            tracing::debug!(
+                error = %error.error(),
+                "reused upstream connection failed; retrying on a new one"
+            );
+            Ok(request)
+        }
+        None => Err(error.into_error().into()),
+    }
 }
 
-/// What hyper gives back for a request written to a connection.
+/// What hyper gives back for a request queued on a connection.
 type Answer = Result<Response<Incoming>, TrySendError<Request<StallGuard>>>;
 
 pin_project! {
@@ -290,16 +298,17 @@ pin_project! {
     /// head is in.
     #[project = SendingProjection]
     pub(crate) enum Sending<'a, A> {
-        /// Queued on the connection of the client connection's previous request, which is
-        /// held here until the answer comes.
-        Written {
+        /// Queued on a reused connection, which is held here until the answer comes.
+        Queued {
             #[pin]
             answer: A,
+            // Taken once, when the answer is in (an `Option` to move it out of the pinned
+            // variant).
             held: Option<Held>,
             upstream: &'a ConnectionUpstream,
         },
-        /// Anything else, or the retry of a request the reused connection could not take.
-        Other {
+        /// Every other case, and the retry of a request the reused connection handed back.
+        Slow {
             future: BoxFuture<'a, Result<Response<Incoming>, UpstreamError>>,
         },
     }
@@ -310,27 +319,28 @@ impl<A: Future<Output = Answer>> Future for Sending<'_, A> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (answer, upstream, held) = match self.as_mut().project() {
-            SendingProjection::Written {
+            SendingProjection::Queued {
                 answer,
                 held,
                 upstream,
             } => (ready!(answer.poll(cx)), *upstream, held.take()),
-            SendingProjection::Other { future } => return future.as_mut().poll(cx),
+            SendingProjection::Slow { future } => return future.as_mut().poll(cx),
         };
-        let held = held.expect("a request's future is not polled after its answer");
         match answer {
             Ok(response) => {
-                upstream.put(held);
+                // Always there: `answer` completes once (hyper's future panics if polled again).
+                if let Some(held) = held {
+                    upstream.put(held);
+                }
                 Poll::Ready(Ok(response))
             }
-            Err(mut error) => match error.take_message() {
-                Some(unsent) => {
-                    log_retry(&error);
-                    let retry = Box::pin(upstream.send_slowly(None, unsent));
-                    self.set(Sending::Other { future: retry });
+            Err(error) => match unsent(error) {
+                Ok(request) => {
+                    let retry = Box::pin(upstream.send_slowly(None, request));
+                    self.set(Sending::Slow { future: retry });
                     self.poll(cx)
                 }
-                None => Poll::Ready(Err(error.into_error().into())),
+                Err(error) => Poll::Ready(Err(error)),
             },
         }
     }
