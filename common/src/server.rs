@@ -248,7 +248,6 @@ impl Server {
             let watcher = graceful.watcher();
             let protocol = Arc::clone(&protocol);
             workers.spawn(stream, move |stream| async move {
-                let service = Clocked::new(service, Arc::clone(&clock));
                 let serving = tokio::spawn(protocol.serve(
                     stream,
                     peer,
@@ -294,12 +293,13 @@ struct Protocol {
 impl Protocol {
     /// Serves one connection until the client or a graceful shutdown ends it (or the watchdog
     /// beside it, [`head_timeout::watch`], aborts it). `clock` starts counting toward the head
-    /// timeout once HTTP begins.
+    /// timeout once HTTP begins, marked by the service's requests and answers and the socket's
+    /// flushes.
     async fn serve<S: ConnectionService<B>, B: AnswerBody>(
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-        service: Clocked<S>,
+        service: S,
         watcher: Watcher,
         clock: Arc<HeadClock>,
     ) {
@@ -322,10 +322,9 @@ impl Protocol {
             }
         };
         clock.idle();
+        let service = TowerToHyperService::new(Clocked::new(service, Arc::clone(&clock)));
         let io = TokioIo::new(ClockedIo::new(stream, clock));
-        let connection = self
-            .http
-            .serve_connection(io, TowerToHyperService::new(service));
+        let connection = self.http.serve_connection(io, service);
         if let Err(error) = watcher.watch(connection).await {
             tracing::debug!(%peer, %error, "connection ended with an error");
         }
