@@ -16,6 +16,9 @@
 #   PROFILE_SECONDS=10 PROFILE_CONNECTIONS=16 bench/profile.sh target/release /tmp/before
 #   PROFILE_PROGRAMS=hello-cf bench/profile.sh DIR...   one program only
 #   PROFILE_PEERS=1 bench/profile.sh target/dist        and the proxy's tuned HAProxy beside it
+#   PROFILE_CACHE=1 bench/profile.sh DIR...   and data cache misses per request, simulated by
+#                                             callgrind for this CPU's L1 data cache and, as
+#                                             its last level, its per-core L2 (from sysfs)
 #
 # PROFILE_CONNECTIONS=1 gives figures that repeat within about 1 % (one request per wake-up).
 #
@@ -30,6 +33,7 @@ programs=${PROFILE_PROGRAMS:-hello-cf app-that-calls-externally}
 # a forked child that callgrind_control cannot reach, and its single-process mode crashes on
 # the inherited listening socket the bench passes.)
 peers=${PROFILE_PEERS:-}
+cache=${PROFILE_CACHE:-}
 peer_bin=${PROFILE_PEER_BIN:-target/dist/peer}
 (($#)) || {
   echo "usage: bench/profile.sh BIN_DIR..." >&2
@@ -45,6 +49,33 @@ done
 if [[ -n $peers && ! -x $peer_bin ]]; then
   echo "profile: no $peer_bin (cargo build --profile dist -p bench-tools, or set PROFILE_PEER_BIN)" >&2
   exit 2
+fi
+
+# PROFILE_CACHE=1: callgrind simulates the L1 data cache and the per-core L2 of CPU 0 (the
+# last level it models), so that what a request costs in memory traffic shows beside its
+# instructions: valgrind's default last level is the shared L3, which rarely misses here.
+cachegrind_options=()
+if [[ -n $cache ]]; then
+  # cache_geometry LEVEL TYPE: valgrind's SIZE,WAYS,LINE for CPU 0's cache of that level and type.
+  cache_geometry() {
+    local index
+    for index in /sys/devices/system/cpu/cpu0/cache/index*; do
+      if [[ $(cat "$index/level") == "$1" && $(cat "$index/type") == "$2" ]]; then
+        local size bytes
+        size=$(cat "$index/size")
+        case $size in
+          *K) bytes=$((${size%K} * 1024)) ;;
+          *M) bytes=$((${size%M} * 1024 * 1024)) ;;
+          *) bytes=$size ;;
+        esac
+        echo "$bytes,$(cat "$index/ways_of_associativity"),$(cat "$index/coherency_line_size")"
+        return
+      fi
+    done
+    echo "profile: no level-$1 $2 cache in /sys/devices/system/cpu/cpu0/cache" >&2
+    exit 2
+  }
+  cachegrind_options=(--cache-sim=yes --D1="$(cache_geometry 1 Data)" --LL="$(cache_geometry 2 Unified)")
 fi
 
 work=$(mktemp -d)
@@ -121,7 +152,7 @@ measure() {
   }
   # Instructions, under callgrind.
   # shellcheck disable=SC2046 # word splitting of the command line is intended
-  start "$work/cg.log" "$key" $(server taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out.%p")
+  start "$work/cg.log" "$key" $(server taskset -c 0 valgrind --tool=callgrind "${cachegrind_options[@]}" --callgrind-out-file="$work/cg.out.%p")
   local pid addr=$started_addr
   pid=$started_pid
   timed "$addr" "$warmup" >/dev/null
@@ -130,8 +161,10 @@ measure() {
   answered=$(timed "$addr" "$seconds") || exit 1
   callgrind_control --dump "$pid" >/dev/null 2>&1
   stop "$started_pid"
-  local instructions
-  instructions=$(grep -h '^totals:' "$work"/cg.out."$pid".* 2>/dev/null | awk '{s += $2} END {printf "%.0f\n", s}')
+  # totals: Ir [Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw] (the bracketed ones with PROFILE_CACHE)
+  local instructions l1_misses l2_misses
+  read -r instructions l1_misses l2_misses < <(grep -h '^totals:' "$work"/cg.out."$pid".* 2>/dev/null |
+    awk '{i += $2; l1 += $6 + $7; l2 += $9 + $10} END {printf "%.0f %.0f %.0f\n", i, l1, l2}')
   rm -f "$work"/cg.out.*
   # System calls, natively.
   # shellcheck disable=SC2046
@@ -151,9 +184,9 @@ measure() {
   [[ -n $upstream_pid ]] && stop "$upstream_pid"
   local label=$dir
   [[ $program == haproxy ]] && label="tuned peer, 1 thread"
-  python3 - "$label" "$program" "$instructions" "$answered" "$native" "$work/perf.out" <<'EOF'
+  python3 - "$label" "$program" "$instructions" "$answered" "$native" "$work/perf.out" "$cache" "$l1_misses" "$l2_misses" <<'EOF'
 import sys
-dir_, program, instructions, done, native, perf = sys.argv[1:]
+dir_, program, instructions, done, native, perf, cache, l1_misses, l2_misses = sys.argv[1:]
 counts = {}
 for line in open(perf):
     parts = line.strip().split(",")
@@ -162,16 +195,24 @@ for line in open(perf):
 per = lambda name: counts.get(name, 0) / int(native)
 writes = per("sys_enter_write") + per("sys_enter_writev") + per("sys_enter_sendto")
 reads = per("sys_enter_read") + per("sys_enter_recvfrom")
+misses = f" {int(l1_misses) / int(done):,.0f} | {int(l2_misses) / int(done):,.0f} |" if cache else ""
 print(f"| {dir_} | {program} | {int(instructions) / int(done):,.0f} | {per('sys_enter'):.2f} | "
-      f"{writes:.2f} | {reads:.2f} | {per('sys_enter_epoll_wait'):.2f} |")
+      f"{writes:.2f} | {reads:.2f} | {per('sys_enter_epoll_wait'):.2f} |{misses}")
 EOF
 }
 
-echo "Command: PROFILE_SECONDS=$seconds PROFILE_CONNECTIONS=$connections PROFILE_WARMUP=$warmup bench/profile.sh $*"
+echo "Command: PROFILE_SECONDS=$seconds PROFILE_CONNECTIONS=$connections PROFILE_WARMUP=$warmup${cache:+ PROFILE_CACHE=$cache} bench/profile.sh $*"
 echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r), $(date -u +%Y-%m-%d)"
 echo
-echo "| build | program | instructions per request | syscalls per request | writes | reads | epoll_wait |"
-echo "|---|---|---:|---:|---:|---:|---:|"
+if [[ -n $cache ]]; then
+  echo "Data caches simulated: L1 ${cachegrind_options[1]#--D1=}, last level (the per-core L2) ${cachegrind_options[2]#--LL=} (size, ways, line)"
+  echo
+  echo "| build | program | instructions per request | syscalls per request | writes | reads | epoll_wait | L1 data misses | L2 misses |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+else
+  echo "| build | program | instructions per request | syscalls per request | writes | reads | epoll_wait |"
+  echo "|---|---|---:|---:|---:|---:|---:|"
+fi
 for program in $programs; do
   for dir in "$@"; do
     measure "$dir" "$program"

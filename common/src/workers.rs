@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::net::TcpStream;
-use tokio::runtime::{Builder, Handle};
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 /// The runtimes connections are dealt to: the caller's own first, then one per extra thread.
@@ -105,7 +105,7 @@ impl Workers {
 /// A thread running a single-threaded runtime until told to stop; dropping the runtime then
 /// drops whatever tasks are left on it.
 fn worker_thread(name: &str) -> io::Result<(Handle, WorkerThread)> {
-    let runtime = Builder::new_current_thread().enable_all().build()?;
+    let runtime = crate::runtime::single_threaded()?;
     let handle = runtime.handle().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn dropped_outside_a_runtime_the_worker_threads_end() {
-        let runtime = Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = crate::runtime::single_threaded().unwrap();
         let workers = runtime.block_on(async { Workers::start(2, "test-worker") });
         drop(runtime);
         // The drop joins the worker thread; done on a thread of its own so that a worker that
