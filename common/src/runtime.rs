@@ -40,16 +40,15 @@ pub fn block_on(main: impl Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-/// Tasks the runtime polls between two checks for I/O while tasks are ready; tokio's default
-/// is 61.
+/// Task polls between two checks for I/O while tasks are ready (tokio's default: 61).
 ///
-/// A forwarded request takes four task polls (the client connection's task twice, its upstream
-/// connection's task twice), so at the default a busy proxy asked the kernel for events every
-/// 15 requests or so, where nginx asks once per 60 or more: at 256 connections, 0.08
-/// `epoll_wait` calls per request against 0.02 with this setting (`bench/profile.sh`), and 2-3 %
-/// more requests per second (bench/README.md, "Fewer checks for I/O"). When no task is ready
-/// the runtime waits for I/O at once, whatever this says, so a lightly loaded server answers as
-/// soon as before; a task never waits for I/O behind more than this many polls.
+/// A request through the proxy takes four task polls (its client connection's task twice, the
+/// upstream connection's task twice), so at the default a busy proxy asked the kernel for
+/// events every 12 requests or so where HAProxy asks once per 50: at 256 connections 0.08
+/// `epoll_wait` calls per request, 0.02 with this setting, as HAProxy (bench/README.md, "Fewer
+/// checks for I/O"). A runtime with no task ready waits for I/O at once whatever this
+/// says, so a lightly loaded server answers as soon as before; under load, ready I/O waits
+/// behind at most this many polls.
 const EVENT_INTERVAL: u32 = 256;
 
 /// A single-threaded runtime with timers and I/O, as every program and serving thread runs.
@@ -82,5 +81,62 @@ mod tests {
             ExitCode::SUCCESS
         });
         assert_eq!(answer.load(Ordering::SeqCst), 42);
+    }
+
+    /// With fewer checks for I/O, a task that is always ready must still not starve the
+    /// sockets: a connection is answered while another task wakes itself at every poll.
+    #[test]
+    fn sockets_are_served_while_another_task_is_always_ready() {
+        use std::future::poll_fn;
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        use std::task::Poll;
+
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::{TcpListener, TcpStream};
+
+        const MOST_POLLS: u64 = 100_000_000;
+        let runtime = single_threaded().expect("runtime starts");
+        let (answered, busy_polls) = runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let address = listener.local_addr().expect("address");
+            let done = Arc::new(AtomicBool::new(false));
+            // Always in the run queue (it wakes itself), so the runtime is never idle and
+            // checks for I/O only every `EVENT_INTERVAL` polls; bounded in case it never ends.
+            let busy = tokio::spawn({
+                let done = done.clone();
+                async move {
+                    let mut polls = 0_u64;
+                    poll_fn(|cx| {
+                        polls += 1;
+                        if done.load(Ordering::Relaxed) || polls >= MOST_POLLS {
+                            Poll::Ready(polls)
+                        } else {
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                    })
+                    .await
+                }
+            });
+            let echo = tokio::spawn(async move {
+                let (mut socket, _) = listener.accept().await.expect("accept");
+                let mut byte = [0_u8; 1];
+                socket.read_exact(&mut byte).await.expect("read");
+                socket.write_all(&byte).await.expect("write");
+            });
+            let mut client = TcpStream::connect(address).await.expect("connect");
+            client.write_all(b"x").await.expect("send");
+            let mut answer = [0_u8; 1];
+            let answered = client.read_exact(&mut answer).await.is_ok() && answer == *b"x";
+            done.store(true, Ordering::Relaxed);
+            echo.await.expect("echo task");
+            (answered, busy.await.expect("busy task"))
+        });
+        assert!(answered, "the connection is echoed");
+        assert!(
+            busy_polls < MOST_POLLS,
+            "the socket waited until the busy task gave up after {busy_polls} polls"
+        );
     }
 }
