@@ -54,7 +54,7 @@ fi
 # PROFILE_CACHE=1: callgrind simulates the L1 data cache and the per-core L2 of CPU 0 (the
 # last level it models), so that what a request costs in memory traffic shows beside its
 # instructions: valgrind's default last level is the shared L3, which rarely misses here.
-cachegrind_options=()
+cache_options=()
 if [[ -n $cache ]]; then
   # cache_geometry LEVEL TYPE: valgrind's SIZE,WAYS,LINE for CPU 0's cache of that level and type.
   cache_geometry() {
@@ -75,7 +75,10 @@ if [[ -n $cache ]]; then
     echo "profile: no level-$1 $2 cache in /sys/devices/system/cpu/cpu0/cache" >&2
     exit 2
   }
-  cachegrind_options=(--cache-sim=yes --D1="$(cache_geometry 1 Data)" --LL="$(cache_geometry 2 Unified)")
+  # Plain assignments, so that a failed lookup stops the script (set -e).
+  l1_geometry=$(cache_geometry 1 Data)
+  l2_geometry=$(cache_geometry 2 Unified)
+  cache_options=(--cache-sim=yes --D1="$l1_geometry" --LL="$l2_geometry")
 fi
 
 work=$(mktemp -d)
@@ -152,7 +155,7 @@ measure() {
   }
   # Instructions, under callgrind.
   # shellcheck disable=SC2046 # word splitting of the command line is intended
-  start "$work/cg.log" "$key" $(server taskset -c 0 valgrind --tool=callgrind "${cachegrind_options[@]}" --callgrind-out-file="$work/cg.out.%p")
+  start "$work/cg.log" "$key" $(server taskset -c 0 valgrind --tool=callgrind "${cache_options[@]}" --callgrind-out-file="$work/cg.out.%p")
   local pid addr=$started_addr
   pid=$started_pid
   timed "$addr" "$warmup" >/dev/null
@@ -205,7 +208,7 @@ echo "Command: PROFILE_SECONDS=$seconds PROFILE_CONNECTIONS=$connections PROFILE
 echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r), $(date -u +%Y-%m-%d)"
 echo
 if [[ -n $cache ]]; then
-  echo "Data caches simulated: L1 ${cachegrind_options[1]#--D1=}, last level (the per-core L2) ${cachegrind_options[2]#--LL=} (size, ways, line)"
+  echo "Data caches simulated: L1 $l1_geometry, last level (the per-core L2) $l2_geometry (size, ways, line)"
   echo
   echo "| build | program | instructions per request | syscalls per request | writes | reads | epoll_wait | L1 data misses | L2 misses |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
