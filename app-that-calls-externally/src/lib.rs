@@ -57,6 +57,7 @@ pub async fn bind(config: &Config) -> Result<Bound, StartError> {
     let proxy = Proxy::new(config)?;
     let forward_options = ServerOptions {
         drain_timeout: config.drain_timeout,
+        answer_timeout: Some(proxy.answer_timeout()),
         workers: demo_common::runtime::serving_threads(config.workers),
         ..ServerOptions::default()
     };

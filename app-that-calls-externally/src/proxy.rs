@@ -3,8 +3,10 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use demo_common::error;
@@ -12,7 +14,8 @@ use demo_common::server::{ConnectionClock, ConnectionService};
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
 
 use crate::BoxFuture;
 use crate::body::{BodyError, Direction, ProxyBody, StallGuard};
@@ -58,6 +61,12 @@ impl Proxy {
         })
     }
 
+    /// The limit on the wait for the upstream's answer, for the server's
+    /// `ServerOptions::answer_timeout`: its connections' watchdogs keep it.
+    pub fn answer_timeout(&self) -> Duration {
+        self.shared.timeout
+    }
+
     /// How the upstream is reached, for the start-up log line.
     pub fn route(&self) -> String {
         self.shared.route.to_string()
@@ -66,7 +75,9 @@ impl Proxy {
     /// The service for one client connection of the forwarding port, from `peer`: its
     /// requests share one upstream connection, and the peer is known once per connection
     /// rather than looked up in each request's extensions. `clock` is held busy while a
-    /// request body is forwarded, which may go on after the upstream's answer.
+    /// request body is forwarded, which may go on after the upstream's answer, and says when a
+    /// request has waited longer than the upstream timeout: the server that serves this
+    /// service keeps that limit ([`Proxy::answer_timeout`]).
     pub fn connection_service(
         &self,
         peer: SocketAddr,
@@ -77,16 +88,23 @@ impl Proxy {
             upstream: self.shared.upstreams.for_connection(),
             peer: peer.ip(),
             clock,
-            response_timer: ResponseTimer::default(),
         });
         tower::service_fn(move |request: Request<Incoming>| {
-            // The request is checked and rewritten here, before its future exists, so that
-            // the future holds only what waits for the upstream: whatever a future holds is
-            // copied each time it moves (bench/README.md, "Fewer copies per request"). Boxed,
-            // as hyper moves a request's future several times before polling it.
+            // The request is checked, rewritten and queued on the upstream connection here,
+            // before its future exists, so that the future holds only what waits for the
+            // answer: whatever a future holds is copied each time it moves, and written anew
+            // for each request (bench/README.md, "Fewer copies per request"). Boxed, as hyper
+            // moves a request's future several times before polling it.
             let logged = RequestLine::when_logged(&request);
             let forwarded: ForwardFuture = match connection.prepare(request) {
-                Ok(request) => Box::pin(Arc::clone(&connection).exchange(request, logged)),
+                Ok(request) => {
+                    let upstream = UpstreamHandle(Arc::clone(&connection));
+                    Box::pin(Exchange {
+                        sending: ConnectionUpstream::send(upstream, request),
+                        connection: Arc::clone(&connection),
+                        logged,
+                    })
+                }
                 Err(refusal) => {
                     let response = message(refusal.status, refusal.reason.to_owned());
                     if let Some(line) = logged {
@@ -173,7 +191,6 @@ struct Connection {
     upstream: ConnectionUpstream,
     peer: IpAddr,
     clock: ConnectionClock,
-    response_timer: ResponseTimer,
 }
 
 impl Connection {
@@ -211,65 +228,75 @@ impl Connection {
         }))
     }
 
-    /// Sends a prepared request upstream and returns the answer, or the proxy's own 5xx (4xx
-    /// when the client's own request body failed); logs the request line when `logged`.
-    async fn exchange(
-        self: Arc<Self>,
-        request: Request<StallGuard>,
-        logged: Option<Box<RequestLine>>,
-    ) -> Result<Response<ProxyBody>, Infallible> {
+    /// The upstream's answer (`None`: none in time) as the client gets it, or the proxy's own
+    /// 5xx (4xx when the client's own request body failed).
+    fn answer(
+        &self,
+        answer: Option<Result<Response<Incoming>, UpstreamError>>,
+    ) -> Response<ProxyBody> {
         let proxy = &self.proxy;
-        let timeout = proxy.shared.timeout;
-        let sent = pin!(self.upstream.send(request));
-        let response = match self.response_timer.limit(timeout, sent).await {
+        match answer {
             Some(Ok(response)) => proxy.relay(response),
             Some(Err(error)) => proxy.failed(&error),
             None => {
                 let line = format!(
-                    "upstream {} did not answer within {timeout:?}",
-                    proxy.shared.upstream
+                    "upstream {} did not answer within {:?}",
+                    proxy.shared.upstream, proxy.shared.timeout
                 );
                 tracing::warn!("{line}");
                 message(StatusCode::GATEWAY_TIMEOUT, line + "\n")
             }
-        };
-        if let Some(line) = logged {
-            line.log(&response);
         }
-        Ok(response)
     }
 }
 
-/// One client connection's response timer, re-armed for each of its requests.
-///
-/// A `tokio::time::timeout` per request registers a new timer entry every time, and one due
-/// before every timer already registered (the 10 s header timers of idle connections) makes
-/// tokio wake its driver with an eventfd write: a system call for most requests. Moving one
-/// timer's deadline later, as each request does here, only updates the entry; tokio re-files
-/// it when the old deadline comes. (HTTP/1: one request at a time per connection.)
-#[derive(Default)]
-struct ResponseTimer(Mutex<Option<Pin<Box<Sleep>>>>);
+pin_project! {
+    /// A request sent upstream (`sending`), until its answer is in or the server has marked it
+    /// overdue (its answer timeout, the upstream timeout, kept by the connection's watchdog,
+    /// which wakes the connection's task then); logs the request line when `logged`.
+    ///
+    /// No timer per request: a re-armed timer per connection cost instructions and cache misses
+    /// on every request (bench/README.md, "One watchdog per connection"). Written out rather
+    /// than an `async fn`, which would keep `sending` twice, as its argument and as the local it
+    /// awaits (a request's future is written anew for every request).
+    struct Exchange<S> {
+        #[pin]
+        sending: S,
+        connection: Arc<Connection>,
+        logged: Option<Box<RequestLine>>,
+    }
+}
 
-impl ResponseTimer {
-    /// `work`'s output, or `None` when it takes longer than `limit`. (`work` is pinned by the
-    /// caller, so it is not copied into this future as well.)
-    async fn limit<F: Future>(&self, limit: Duration, mut work: Pin<&mut F>) -> Option<F::Output> {
-        let deadline = Instant::now() + limit;
-        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let mut timer = match kept {
-            Some(mut timer) => {
-                timer.as_mut().reset(deadline);
-                timer
-            }
-            None => Box::pin(tokio::time::sleep_until(deadline)),
+impl<S> Future for Exchange<S>
+where
+    S: Future<Output = Result<Response<Incoming>, UpstreamError>>,
+{
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answer = match this.sending.poll(cx) {
+            Poll::Ready(answer) => Some(answer),
+            Poll::Pending if this.connection.clock.answer_overdue() => None,
+            Poll::Pending => return Poll::Pending,
         };
-        let output = tokio::select! {
-            biased;
-            output = work.as_mut() => Some(output),
-            () = timer.as_mut() => None,
-        };
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(timer);
-        output
+        let response = this.connection.answer(answer);
+        if let Some(line) = this.logged.take() {
+            line.log(&response);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// A client connection's upstream side, as a request on its way holds it.
+#[derive(Clone)]
+struct UpstreamHandle(Arc<Connection>);
+
+impl Deref for UpstreamHandle {
+    type Target = ConnectionUpstream;
+
+    fn deref(&self) -> &ConnectionUpstream {
+        &self.0.upstream
     }
 }
 
@@ -293,14 +320,14 @@ fn message(status: StatusCode, text: String) -> Response<ProxyBody> {
 mod tests {
     use super::*;
 
-    /// The size of the future `function` returns, without calling it.
-    fn future_size<A, B, C, F: Future>(_function: impl FnOnce(A, B, C) -> F) -> usize {
-        std::mem::size_of::<F>()
+    /// The size of a request's future, for what `send` returns, without calling it.
+    fn exchange_size<S>(_send: impl FnOnce(UpstreamHandle, Request<StallGuard>) -> S) -> usize {
+        std::mem::size_of::<Exchange<S>>()
     }
 
     #[test]
     fn a_requests_future_fits_the_allocators_per_thread_cache() {
-        let size = future_size(Connection::exchange);
+        let size = exchange_size(ConnectionUpstream::send);
         // glibc's per-thread cache keeps blocks up to 1,032 bytes: a larger box per request
         // takes malloc's slower path, and every byte of it is copied as the future moves
         // (bench/README.md, "Fewer copies per request"; the future was 3,024 bytes).

@@ -7,6 +7,7 @@
 //! (one driven on its own serving thread first); parked connections are closed after
 //! [`IDLE_TIMEOUT`].
 
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, ready};
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 use crate::BoxFuture;
 use crate::body::StallGuard;
 use crate::connect::{ConnectError, Connector};
+use hyper_rustls::MaybeHttpsStream;
 
 /// Parked upstream connections are closed after this long unused: shorter than the idle
 /// timeouts of common load balancers and routers, so a parked connection is rarely one the
@@ -140,20 +142,35 @@ impl Upstreams {
     }
 
     async fn connect(&self) -> Result<Held, UpstreamError> {
-        let io = self.connector.connect().await?;
-        // One buffer and one `send` per request, as the server side does (see
-        // `demo_common::server`).
-        let (sender, connection) = http1::Builder::new().writev(false).handshake(io).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "upstream connection ended with an error");
-            }
-        });
+        let sender = match self.connector.connect().await? {
+            MaybeHttpsStream::Http(tcp) => drive(tcp).await?,
+            MaybeHttpsStream::Https(tls) => drive(tls).await?,
+        };
         Ok(Held {
             sender,
             driver: std::thread::current().id(),
         })
     }
+}
+
+/// Speaks HTTP/1.1 on `io`, in a task of its own; where requests go.
+///
+/// Generic rather than on the connector's TLS-or-plain stream: as one type, every plain
+/// connection carried room for a TLS session it never has (hyper's connection was 1,744
+/// bytes, 672 now), and the parts of it each request touches lay further apart.
+async fn drive<I>(io: I) -> Result<Sender, hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    // One buffer and one `send` per request, as the server side does (see
+    // `demo_common::server`).
+    let (sender, connection) = http1::Builder::new().writev(false).handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// Closes parked connections once they have been idle for [`IDLE_TIMEOUT`]; ends when none
@@ -201,57 +218,60 @@ impl Drop for ConnectionUpstream {
 }
 
 impl ConnectionUpstream {
-    /// Sends `request` on this client connection's upstream connection, opening or unparking
-    /// one when it has none. A request that could not even be written to a reused connection
-    /// (the upstream closed it while idle) is sent once more on a new connection.
+    /// Sends `request` on the upstream connection of `upstream` (this client connection's, as
+    /// a handle the returned future keeps), opening or unparking one when it has none. A
+    /// request that could not even be written to a reused connection (the upstream closed it
+    /// while idle) is sent once more on a new connection.
     ///
     /// The common case, a reused connection (this client connection's last one, or an idle one
     /// unparked) that is open and idle, is done here and now: the request is queued on it
     /// before this returns, and what is left to wait for is the answer. The returned future
-    /// stays small that way (a request's future is copied as it moves; bench/README.md,
-    /// "Fewer copies per request").
-    pub(crate) fn send(
-        &self,
+    /// stays small that way, and holds no copy of the request (a request's future is copied as
+    /// it moves, and written anew for every request; bench/README.md, "Fewer copies per
+    /// request").
+    pub(crate) fn send<U: UpstreamOf>(
+        upstream: U,
         request: Request<StallGuard>,
-    ) -> Sending<'_, impl Future<Output = Answer> + Send + use<>> {
-        match self.take().or_else(|| self.upstreams.unpark()) {
+    ) -> Sending<U, impl Future<Output = Answer> + Send + use<U>> {
+        match upstream.take().or_else(|| upstream.upstreams.unpark()) {
             Some(mut held) if held.sender.is_ready() => Sending::Queued {
                 answer: held.sender.try_send_request(request),
                 held: Some(held),
-                upstream: self,
+                upstream,
             },
             held => Sending::Slow {
-                future: Box::pin(self.send_slowly(held, request)),
+                future: Box::pin(Self::send_slowly(upstream, held, request)),
             },
         }
     }
 
     /// [`ConnectionUpstream::send`] for every other case: on `held`, a reused connection, once
     /// it is ready, else on a new connection.
-    async fn send_slowly(
-        &self,
+    async fn send_slowly<U: UpstreamOf>(
+        upstream: U,
         held: Option<Held>,
         mut request: Request<StallGuard>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let upstreams = &upstream.upstreams;
         let (mut held, mut reused) = match held {
             Some(held) => (held, true),
-            None => (self.upstreams.connect_boxed().await?, false),
+            None => (upstreams.connect_boxed().await?, false),
         };
         loop {
             // Waits for the previous response body to be read off the connection.
             if held.sender.ready().await.is_err() && reused {
-                held = self.upstreams.connect_boxed().await?;
+                held = upstreams.connect_boxed().await?;
                 reused = false;
                 continue;
             }
             match held.sender.try_send_request(request).await {
                 Ok(response) => {
-                    self.put(held);
+                    upstream.put(held);
                     return Ok(response);
                 }
                 Err(error) if reused => {
                     request = unsent(error)?;
-                    held = self.upstreams.connect_boxed().await?;
+                    held = upstreams.connect_boxed().await?;
                     reused = false;
                 }
                 Err(error) => return Err(error.into_error().into()),
@@ -293,11 +313,20 @@ fn unsent(
 /// What hyper gives back for a request queued on a connection.
 type Answer = Result<Response<Incoming>, TrySendError<Request<StallGuard>>>;
 
+/// A client connection's [`ConnectionUpstream`], owned: what a request on its way holds to put
+/// the upstream connection back once the answer is in.
+pub(crate) trait UpstreamOf:
+    Deref<Target = ConnectionUpstream> + Clone + Send + 'static
+{
+}
+
+impl<U: Deref<Target = ConnectionUpstream> + Clone + Send + 'static> UpstreamOf for U {}
+
 pin_project! {
     /// A request on its way to the upstream ([`ConnectionUpstream::send`]), until its answer's
     /// head is in.
     #[project = SendingProjection]
-    pub(crate) enum Sending<'a, A> {
+    pub(crate) enum Sending<U, A> {
         /// Queued on a reused connection, which is held here until the answer comes.
         Queued {
             #[pin]
@@ -305,43 +334,43 @@ pin_project! {
             // Taken once, when the answer is in (an `Option` to move it out of the pinned
             // variant).
             held: Option<Held>,
-            upstream: &'a ConnectionUpstream,
+            upstream: U,
         },
         /// Every other case, and the retry of a request the reused connection handed back.
         Slow {
-            future: BoxFuture<'a, Result<Response<Incoming>, UpstreamError>>,
+            future: BoxFuture<'static, Result<Response<Incoming>, UpstreamError>>,
         },
     }
 }
 
-impl<A: Future<Output = Answer>> Future for Sending<'_, A> {
+impl<U: UpstreamOf, A: Future<Output = Answer>> Future for Sending<U, A> {
     type Output = Result<Response<Incoming>, UpstreamError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (answer, upstream, held) = match self.as_mut().project() {
+        let retry = match self.as_mut().project() {
             SendingProjection::Queued {
                 answer,
                 held,
                 upstream,
-            } => (ready!(answer.poll(cx)), *upstream, held.take()),
+            } => match ready!(answer.poll(cx)) {
+                Ok(response) => {
+                    // Always there: `answer` completes once (hyper's future panics if polled
+                    // again).
+                    if let Some(held) = held.take() {
+                        upstream.put(held);
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+                Err(error) => match unsent(error) {
+                    Ok(request) => ConnectionUpstream::send_slowly(upstream.clone(), None, request),
+                    Err(error) => return Poll::Ready(Err(error)),
+                },
+            },
             SendingProjection::Slow { future } => return future.as_mut().poll(cx),
         };
-        match answer {
-            Ok(response) => {
-                // Always there: `answer` completes once (hyper's future panics if polled again).
-                if let Some(held) = held {
-                    upstream.put(held);
-                }
-                Poll::Ready(Ok(response))
-            }
-            Err(error) => match unsent(error) {
-                Ok(request) => {
-                    let retry = Box::pin(upstream.send_slowly(None, request));
-                    self.set(Sending::Slow { future: retry });
-                    self.poll(cx)
-                }
-                Err(error) => Poll::Ready(Err(error)),
-            },
-        }
+        self.set(Sending::Slow {
+            future: Box::pin(retry),
+        });
+        self.poll(cx)
     }
 }

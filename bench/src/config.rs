@@ -13,7 +13,7 @@ use demo_common::{parse_duration, parse_positive_duration};
 #[command(name = "bench", version, about, long_about = None)]
 pub struct Config {
     /// Directory holding the binaries (built with the `dist` profile) hello-cf,
-    /// app-that-calls-externally, traffic, and the bench's byte-relay and canned-responder.
+    /// app-that-calls-externally, traffic, and the bench's byte-relay, hyper-relay and canned-responder.
     #[arg(long, env = "BENCH_BIN_DIR", default_value = "target/dist")]
     pub bin_dir: PathBuf,
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod envoy;
 pub mod floor;
 pub mod haproxy;
+pub mod hyper_relay;
 pub mod listen;
 pub mod nginx;
 pub mod probe;

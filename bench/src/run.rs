@@ -69,6 +69,8 @@ pub enum Program {
     NginxProxyPerRequest,
     /// Not a contender: the floor of the proxy comparison (`relay.rs`).
     ByteRelay,
+    /// Not a contender: hyper alone, the library the proxy is built on (`hyper_relay.rs`).
+    HyperRelay,
     /// Not a contender: the floor of the hello-cf comparison (`canned.rs`).
     CannedResponder,
     /// Not a contender: another build of the proxy (`--baseline-proxy`).
@@ -89,6 +91,7 @@ impl Program {
             Program::Envoy => "Envoy (the mesh's proxy)",
             Program::NginxProxyPerRequest => "nginx proxy_pass (older demo)",
             Program::ByteRelay => "byte relay (floor, no HTTP)",
+            Program::HyperRelay => "hyper alone (reference)",
             Program::CannedResponder => "canned answer (floor, no HTTP)",
             Program::BaselineProxy | Program::BaselineHelloCf => "baseline build",
         }
@@ -121,6 +124,7 @@ impl Program {
             ),
             Program::NginxProxyPerRequest => "the older demo's: `proxy_pass $URL`, `proxy_http_version 1.1`, no keep-alive pool (a new upstream connection per request), `worker_processes auto`".into(),
             Program::ByteRelay => "not a contender: a TCP relay that copies bytes and does no HTTP (`bench/src/relay.rs`), the floor no HTTP proxy can go below on this machine".into(),
+            Program::HyperRelay => "not a contender: hyper's HTTP/1.1 server and client alone, the library the demo's proxy is built on, an upstream connection per client connection, requests passed on unchanged, no timeout, no log, no TLS (`bench/src/hyper_relay.rs`); what the proxy costs above it is its own code".into(),
             Program::CannedResponder => "not a contender: a server that counts request heads by their blank line and writes hello-cf's answer bytes (a fixed date) for each, no parsing and no HTTP (`bench/src/canned.rs`), placed like hello-cf; the floor no HTTP server can go below on this machine".into(),
             Program::BaselineProxy => "not a contender: the proxy build given with --baseline-proxy".into(),
             Program::BaselineHelloCf => "not a contender: the hello-cf build given with --baseline-hello-cf".into(),
@@ -148,6 +152,7 @@ impl Program {
                 | Program::Envoy
                 | Program::NginxProxyPerRequest
                 | Program::ByteRelay
+                | Program::HyperRelay
                 | Program::BaselineProxy
         )
     }
@@ -157,6 +162,7 @@ impl Program {
         matches!(
             self,
             Program::ByteRelay
+                | Program::HyperRelay
                 | Program::CannedResponder
                 | Program::BaselineProxy
                 | Program::BaselineHelloCf
@@ -398,6 +404,7 @@ impl Bench {
         }
         programs.push(Program::ByteRelay);
         let floor = programs.len() - 1;
+        programs.push(Program::HyperRelay);
         if self.config.baseline_proxy.is_some() {
             programs.push(Program::BaselineProxy);
         }
@@ -681,9 +688,13 @@ impl Bench {
                     .env("ADMIN_PORT", "0");
                 command
             }
-            Program::ByteRelay => {
+            Program::ByteRelay | Program::HyperRelay => {
                 let upstream = upstream.context("the relay needs an upstream")?;
-                let mut command = procs::command(&self.config.bin_dir.join("byte-relay"), cpus);
+                let binary = match program {
+                    Program::HyperRelay => "hyper-relay",
+                    _ => "byte-relay",
+                };
+                let mut command = procs::command(&self.config.bin_dir.join(binary), cpus);
                 command.env("UPSTREAM", upstream.to_string());
                 command
             }
@@ -913,6 +924,7 @@ pub fn check_config(config: &Config) -> Result<(), String> {
         ("traffic", "traffic"),
         ("byte-relay", "bench-tools"),
         ("canned-responder", "bench-tools"),
+        ("hyper-relay", "bench-tools"),
     ];
     for (binary, package) in binaries {
         let path = config.bin_dir.join(binary);
@@ -1154,13 +1166,14 @@ mod tests {
         );
     }
 
-    /// The five programs every run needs.
-    const PROGRAMS: [&str; 5] = [
+    /// The six programs every run needs.
+    const PROGRAMS: [&str; 6] = [
         "hello-cf",
         "app-that-calls-externally",
         "traffic",
         "byte-relay",
         "canned-responder",
+        "hyper-relay",
     ];
 
     /// A bin dir holding empty stand-ins for `binaries`.

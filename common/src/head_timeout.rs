@@ -14,17 +14,27 @@
 //! proxy early and keeps reading the upload) holds the connection busy too, where the service
 //! says so with [`ConnectionClock::body_reading`]: hyper reads the next head only after that
 //! body, and started its timer only then.
+//!
+//! The same watchdog keeps the two other clocks a connection has, so that neither costs its
+//! requests a timer or a wake-up of their own: the drain (on the server's signal it asks the
+//! connection's task, through the clock, to finish its request and close) and, where the server
+//! has one, the limit on the time the service may take to answer (it marks the request overdue
+//! in the clock and wakes the connection's task, whose service answers it itself). A request
+//! costs the clock one more store, where the proxy's re-armed timer and hyper-util's drain
+//! watch (a channel polled on every poll of the connection) each cost instructions and cache
+//! misses on every request (bench/README.md, "One watchdog per connection").
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 use hyper::Response;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -35,15 +45,28 @@ const ANSWERED: u64 = u64::MAX - 1;
 /// `idle_since` once the answer is out while a request body is still being read.
 const FLUSHED: u64 = u64::MAX - 2;
 
+/// `answer_due` while no request waits for its answer.
+const NO_ANSWER_DUE: u64 = u64::MAX;
+/// `answer_due` once the watchdog has found the request late.
+const OVERDUE: u64 = u64::MAX - 1;
+
 /// Whether a connection is answering a request or waiting for the next head, and since when.
 /// Shared by the connection's task, its watchdog and the tasks reading its request bodies.
 pub(crate) struct HeadClock {
     origin: Instant,
-    /// Nanoseconds from `origin` to when the connection began waiting for a head, or [`BUSY`],
-    /// [`ANSWERED`] or [`FLUSHED`].
+    /// Nanoseconds from `origin` to when the connection began waiting for a head, or
+    /// [`BUSY`], [`ANSWERED`] or [`FLUSHED`].
     idle_since: AtomicU64,
+    /// When the request being answered is due (nanoseconds from `origin`), [`OVERDUE`], or
+    /// [`NO_ANSWER_DUE`]; kept only where the server limits the time to answer.
+    answer_due: AtomicU64,
     /// Request bodies being read ([`BodyReading`] guards alive).
     bodies: AtomicU32,
+    /// Set by the watchdog when the server drains.
+    draining: AtomicBool,
+    /// The connection's task, woken to drain or to answer an overdue request. Set when it
+    /// changes, which for a task is once (see [`HeadClock::polled`]).
+    task: Mutex<Option<Waker>>,
 }
 
 impl HeadClock {
@@ -53,7 +76,10 @@ impl HeadClock {
         Arc::new(Self {
             origin: Instant::now(),
             idle_since: AtomicU64::new(BUSY),
+            answer_due: AtomicU64::new(NO_ANSWER_DUE),
             bodies: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
+            task: Mutex::new(None),
         })
     }
 
@@ -62,12 +88,31 @@ impl HeadClock {
         self.idle_since.store(self.now(), Ordering::Relaxed);
     }
 
+    /// Nanoseconds from `origin` to now.
     fn now(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(FLUSHED - 1)
     }
 
-    fn busy(&self) {
+    /// The instant `nanos` after `origin`.
+    fn instant(&self, nanos: u64) -> Instant {
+        self.origin + Duration::from_nanos(nanos)
+    }
+
+    /// A request came in; with a limit on the time to answer it, due then.
+    fn busy(&self, answer_limit: Option<Duration>) {
         self.idle_since.store(BUSY, Ordering::Relaxed);
+        if let Some(limit) = answer_limit {
+            let due = self
+                .now()
+                .saturating_add(u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX));
+            self.answer_due
+                .store(due.min(OVERDUE - 1), Ordering::Relaxed);
+        }
+    }
+
+    /// The service has answered the request: nothing is due.
+    fn answer_made(&self) {
+        self.answer_due.store(NO_ANSWER_DUE, Ordering::Relaxed);
     }
 
     fn answered(&self) {
@@ -114,7 +159,50 @@ impl HeadClock {
     fn head_due(&self, limit: Duration) -> Option<Instant> {
         match self.idle_since.load(Ordering::Relaxed) {
             BUSY | ANSWERED | FLUSHED => None,
-            since => Some(later(self.origin + Duration::from_nanos(since), limit)),
+            since => Some(later(self.instant(since), limit)),
+        }
+    }
+
+    /// When the request being answered is due, or `None` (none is, or it is overdue already).
+    fn answer_due(&self) -> Option<(u64, Instant)> {
+        match self.answer_due.load(Ordering::Relaxed) {
+            NO_ANSWER_DUE | OVERDUE => None,
+            due => Some((due, self.instant(due))),
+        }
+    }
+
+    /// Marks the request that was due at `due` overdue, unless it has been answered (or
+    /// another has come) since, and wakes the connection's task.
+    fn mark_overdue(&self, due: u64) {
+        let marked =
+            self.answer_due
+                .compare_exchange(due, OVERDUE, Ordering::Relaxed, Ordering::Relaxed);
+        if marked.is_ok() {
+            self.wake_task();
+        }
+    }
+
+    /// The connection's task is polling its connection with `waker`: the one to wake from now
+    /// on. `known` is the waker the task last gave (`None` at first): the clock is written only
+    /// when it changes, so a poll costs the clock one read. Whether the connection is to drain.
+    pub(crate) fn polled(&self, known: &mut Option<Waker>, waker: &Waker) -> bool {
+        if known.as_ref().is_none_or(|known| !known.will_wake(waker)) {
+            *known = Some(waker.clone());
+            *self.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(waker.clone());
+        }
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Asks the connection to finish its request and close.
+    fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.wake_task();
+    }
+
+    fn wake_task(&self) {
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = &*task {
+            task.wake_by_ref();
         }
     }
 }
@@ -143,6 +231,13 @@ impl ConnectionClock {
         self.0.body_started();
         BodyReading(Arc::clone(&self.0))
     }
+
+    /// Whether the request being answered has taken longer than the server's limit on the
+    /// time to answer ([`crate::server::ServerOptions::answer_timeout`]); the connection's
+    /// task is woken when it turns true. Never true without that limit.
+    pub fn answer_overdue(&self) -> bool {
+        self.0.answer_due.load(Ordering::Relaxed) == OVERDUE
+    }
 }
 
 /// A request body being read; see [`ConnectionClock::body_reading`].
@@ -163,26 +258,66 @@ pub(crate) enum Watched {
     HeadTimedOut,
 }
 
+/// The limits a connection's watchdog keeps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// For each request head, from when the connection began waiting for it.
+    pub(crate) head: Duration,
+    /// For the service's answer to each request, from when its head came in.
+    pub(crate) answer: Option<Duration>,
+}
+
 /// Waits for `serving`, the task serving a connection, to end; aborts it once the connection
-/// has been idle on `clock` for longer than `limit`. Wakes once per `limit` while requests keep
-/// coming, and when the task ends.
+/// has been idle on `clock` for longer than the head limit; marks a request overdue in `clock`
+/// once it has waited longer than the answer limit; asks the connection to drain once
+/// `shutdown` says so (or its sender is gone). Wakes once per limit while requests keep coming
+/// (the shorter limit), when a request is due, at the shutdown and when the task ends.
 pub(crate) async fn watch(
     mut serving: JoinHandle<()>,
     clock: &HeadClock,
-    limit: Duration,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Watched {
     // A zero limit would re-arm at once, over and over, while a request is answered.
-    let limit = limit.max(Duration::from_millis(1));
-    let mut check_at = later(Instant::now(), limit);
+    let head_limit = limits.head.max(Duration::from_millis(1));
+    let answer_limit = limits
+        .answer
+        .map(|limit| limit.max(Duration::from_millis(1)));
+    let mut check_at = later(Instant::now(), head_limit);
+    let mut draining = false;
     loop {
+        // A request that comes in from now on is due one answer limit from now at the
+        // earliest: looking at least that often, the watchdog finds each in time without being
+        // told of it.
+        let mut wake_at = check_at;
+        let mut answer_due = None;
+        if let Some(limit) = answer_limit {
+            wake_at = wake_at.min(later(Instant::now(), limit));
+            answer_due = clock.answer_due();
+            if let Some((_, due)) = answer_due {
+                wake_at = wake_at.min(due);
+            }
+        }
         tokio::select! {
             // A task that ended by itself is not reported as timed out.
             biased;
             _ = &mut serving => return Watched::Ended,
-            () = tokio::time::sleep_until(check_at) => {
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                clock.drain();
+            }
+            () = tokio::time::sleep_until(wake_at) => {
                 let now = Instant::now();
-                match clock.head_due(limit) {
-                    None => check_at = later(now, limit),
+                if let Some((due, at)) = answer_due
+                    && at <= now
+                {
+                    clock.mark_overdue(due);
+                }
+                if now < check_at {
+                    continue;
+                }
+                match clock.head_due(head_limit) {
+                    None => check_at = later(now, head_limit),
                     Some(due) if due > now => check_at = due,
                     Some(_) => {
                         serving.abort();
@@ -204,11 +339,16 @@ pub(crate) async fn watch(
 pub(crate) struct Clocked<S> {
     inner: S,
     clock: Arc<HeadClock>,
+    answer_limit: Option<Duration>,
 }
 
 impl<S> Clocked<S> {
-    pub(crate) fn new(inner: S, clock: Arc<HeadClock>) -> Self {
-        Self { inner, clock }
+    pub(crate) fn new(inner: S, clock: Arc<HeadClock>, answer_limit: Option<Duration>) -> Self {
+        Self {
+            inner,
+            clock,
+            answer_limit,
+        }
     }
 }
 
@@ -222,7 +362,7 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // A head is in: busy even while the inner service is not ready to take it.
-        self.clock.busy();
+        self.clock.busy(self.answer_limit);
         self.inner.poll_ready(cx)
     }
 
@@ -252,11 +392,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let answer = ready!(this.inner.poll(cx))?;
+        let answer = ready!(this.inner.poll(cx));
         let clock = this
             .clock
             .take()
             .expect("ClockedFuture polled after it completed");
+        clock.answer_made();
+        let answer = answer?;
         Poll::Ready(Ok(answer.map(|inner| ClockedBody {
             inner,
             answered_on_drop: AnsweredOnDrop(clock),
@@ -368,6 +510,10 @@ mod tests {
     use super::*;
 
     const LIMIT: Duration = Duration::from_secs(10);
+    const HEAD_ONLY: Limits = Limits {
+        head: LIMIT,
+        answer: None,
+    };
 
     /// Serves with `marks` (then forever) under the watchdog; how long until it cut the
     /// connection for a late head.
@@ -380,7 +526,9 @@ mod tests {
             marks.await;
             std::future::pending::<()>().await;
         });
-        assert_eq!(watch(serving, clock, LIMIT).await, Watched::HeadTimedOut);
+        let (_shutdown, shutdown_seen) = watch::channel(false);
+        let watched = watch(serving, clock, HEAD_ONLY, shutdown_seen).await;
+        assert_eq!(watched, Watched::HeadTimedOut);
         started.elapsed()
     }
 
@@ -399,7 +547,7 @@ mod tests {
         // Busy from 5 s to 35 s (three limits long), then idle: due at 45 s.
         let marks = async move {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            busy_clock.busy();
+            busy_clock.busy(None);
             tokio::time::sleep(Duration::from_secs(30)).await;
             busy_clock.idle();
         };
@@ -409,7 +557,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_answer_counts_as_busy_until_the_socket_has_taken_it() {
         let clock = HeadClock::new();
-        clock.busy();
+        clock.busy(None);
         clock.answered();
         let flushing_clock = Arc::clone(&clock);
         // A slow reader takes 25 s to take the answer off hyper's buffer: due at 35 s.
@@ -423,7 +571,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_read_after_its_answer_holds_the_connection_busy_until_done() {
         let clock = HeadClock::new();
-        clock.busy();
+        clock.busy(None);
         let reading = ConnectionClock::new(Arc::clone(&clock)).body_reading();
         clock.answered();
         clock.flushed();
@@ -441,7 +589,8 @@ mod tests {
         clock.idle();
         let started = Instant::now();
         let serving = tokio::spawn(tokio::time::sleep(Duration::from_secs(3)));
-        let watched = watch(serving, &clock, LIMIT).await;
+        let (_shutdown, shutdown_seen) = watch::channel(false);
+        let watched = watch(serving, &clock, HEAD_ONLY, shutdown_seen).await;
         assert_eq!(watched, Watched::Ended);
         assert_eq!(started.elapsed(), Duration::from_secs(3));
     }

@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,13 +20,13 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::either::Either;
 
-use crate::head_timeout::{self, Clocked, ClockedIo, HeadClock, Watched};
+use crate::head_timeout::{self, Clocked, ClockedIo, HeadClock, Limits, Watched};
 pub use crate::head_timeout::{BodyReading, ConnectionClock};
 use crate::workers::Workers;
 
@@ -38,6 +39,11 @@ pub struct ServerOptions {
     pub tls_handshake_timeout: Duration,
     /// How long in-flight requests may run after the shutdown signal.
     pub drain_timeout: Duration,
+    /// How long the service may take to answer a request, from its head; `None`: no limit.
+    /// Past it the request's [`ConnectionClock::answer_overdue`] turns true and its
+    /// connection's task is woken, for the service to answer it itself (the proxy's 504).
+    /// Kept by each connection's watchdog, with no timer per request.
+    pub answer_timeout: Option<Duration>,
     /// Threads connections are served on, each with a single-threaded runtime, accepted
     /// connections dealt to them in turn ([`crate::workers`]); 1 serves on the caller's
     /// runtime alone. The programs take theirs from `--workers`, one per CPU by default
@@ -51,6 +57,7 @@ impl Default for ServerOptions {
             header_read_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            answer_timeout: None,
             workers: 1,
         }
     }
@@ -205,7 +212,8 @@ impl Server {
         let address = listener
             .local_addr()
             .map_or_else(|_| "unknown".to_owned(), |address| address.to_string());
-        let graceful = GracefulShutdown::new();
+        // Each connection's watchdog holds a receiver: the drain is over once all are gone.
+        let (drain, drain_seen) = tokio::sync::watch::channel(false);
         let mut http = http1::Builder::new();
         // `writev(false)`: hyper copies a response's head and body into one buffer and sends
         // it with one `send`, rather than pointing `writev` at the pieces. For the short
@@ -226,7 +234,12 @@ impl Server {
             http,
             tls,
             tls_handshake_timeout: options.tls_handshake_timeout,
+            answer_timeout: options.answer_timeout,
         });
+        let limits = Limits {
+            head: options.header_read_timeout,
+            answer: options.answer_timeout,
+        };
         let workers = Workers::start(options.workers, "server");
         tokio::pin!(shutdown);
         loop {
@@ -245,18 +258,13 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let clock = HeadClock::new();
             let service = make_service(peer, ConnectionClock::new(Arc::clone(&clock)));
-            let watcher = graceful.watcher();
+            let drain_seen = drain_seen.clone();
             let protocol = Arc::clone(&protocol);
             workers.spawn(stream, move |stream| async move {
-                let serving = tokio::spawn(protocol.serve(
-                    stream,
-                    peer,
-                    service,
-                    watcher,
-                    Arc::clone(&clock),
-                ));
-                let limit = options.header_read_timeout;
-                if head_timeout::watch(serving, &clock, limit).await == Watched::HeadTimedOut {
+                let serving = protocol.spawn(stream, peer, service, Arc::clone(&clock));
+                let watched = head_timeout::watch(serving, &clock, limits, drain_seen).await;
+                if watched == Watched::HeadTimedOut {
+                    let limit = limits.head;
                     tracing::debug!(%peer, ?limit, "no request head in time; connection closed");
                 }
             });
@@ -269,7 +277,9 @@ impl Server {
         );
         // The serving threads stop (and drop what they still hold) once this returns.
         let _workers = workers;
-        match tokio::time::timeout(options.drain_timeout, graceful.shutdown()).await {
+        drop(drain_seen);
+        let _ = drain.send(true);
+        match tokio::time::timeout(options.drain_timeout, drain.closed()).await {
             Ok(()) => {
                 tracing::info!(%address, "drained");
                 Drain::Complete
@@ -288,44 +298,62 @@ struct Protocol {
     http: http1::Builder,
     tls: Option<TlsAcceptor>,
     tls_handshake_timeout: Duration,
+    answer_timeout: Option<Duration>,
 }
 
 impl Protocol {
-    /// Serves one connection until the client or a graceful shutdown ends it (or the watchdog
-    /// beside it, [`head_timeout::watch`], aborts it). `clock` starts counting toward the head
-    /// timeout once HTTP begins, marked by the service's requests and answers and the socket's
-    /// flushes.
-    async fn serve<S: ConnectionService<B>, B: AnswerBody>(
+    /// Starts the task that serves one connection until the client or the drain ends it (or
+    /// the watchdog beside it, [`head_timeout::watch`], aborts it). `clock` starts counting
+    /// toward the head timeout once HTTP begins, marked by the service's requests and answers
+    /// and the socket's flushes; the watchdog asks for the drain through it.
+    ///
+    /// A task of one type for plain connections and one for TLS: as one type, every plain
+    /// connection's task carried room for a TLS session it never has (its future was 2,160
+    /// bytes, 960 now), and the parts of it each request touches lay further apart.
+    fn spawn<S: ConnectionService<B>, B: AnswerBody>(
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
         service: S,
-        watcher: Watcher,
         clock: Arc<HeadClock>,
-    ) {
-        let stream = match &self.tls {
-            None => Either::Left(stream),
-            Some(acceptor) => {
+    ) -> JoinHandle<()> {
+        match self.tls.clone() {
+            None => tokio::spawn(async move { self.serve(stream, peer, service, clock).await }),
+            Some(acceptor) => tokio::spawn(async move {
                 let handshake =
                     tokio::time::timeout(self.tls_handshake_timeout, acceptor.accept(stream));
                 match handshake.await {
-                    Ok(Ok(stream)) => Either::Right(stream),
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
+                    Ok(Ok(stream)) => self.serve(stream, peer, service, clock).await,
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
-            }
-        };
+            }),
+        }
+    }
+
+    /// Speaks HTTP/1.1 on `stream`, plain or TLS.
+    async fn serve<I, S, B>(&self, stream: I, peer: SocketAddr, service: S, clock: Arc<HeadClock>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: ConnectionService<B>,
+        B: AnswerBody,
+    {
         clock.idle();
-        let service = TowerToHyperService::new(Clocked::new(service, Arc::clone(&clock)));
-        let io = TokioIo::new(ClockedIo::new(stream, clock));
-        let connection = self.http.serve_connection(io, service);
-        if let Err(error) = watcher.watch(connection).await {
+        let service = Clocked::new(service, Arc::clone(&clock), self.answer_timeout);
+        let service = TowerToHyperService::new(service);
+        let io = TokioIo::new(ClockedIo::new(stream, Arc::clone(&clock)));
+        let mut connection = pin!(self.http.serve_connection(io, service));
+        let mut draining = false;
+        let mut task = None;
+        let served = std::future::poll_fn(|cx| {
+            // Once asked, hyper finishes the request in progress, if any, and closes.
+            if clock.polled(&mut task, cx.waker()) && !draining {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            connection.as_mut().poll(cx)
+        });
+        if let Err(error) = served.await {
             tracing::debug!(%peer, %error, "connection ended with an error");
         }
     }

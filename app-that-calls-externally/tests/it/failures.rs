@@ -64,9 +64,9 @@ async fn silent_upstream_gives_504_after_the_timeout() {
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
 }
 
-/// The response timer is kept per client connection and re-armed for each request: it must
-/// give every slow request on one connection its full time, then a 504, and let fast
-/// requests between them through.
+/// The upstream timeout is kept by the client connection's watchdog, which counts each request
+/// from its own head: it must give every slow request on one connection its full time, then a
+/// 504, and let fast requests between them through.
 #[tokio::test]
 async fn each_request_on_one_connection_gets_the_whole_timeout() {
     let upstream = Upstream::start(|request: http::Request<hyper::body::Incoming>| async move {
