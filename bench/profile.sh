@@ -15,7 +15,8 @@
 #   bench/profile.sh DIR...            each DIR holds hello-cf and app-that-calls-externally
 #   PROFILE_SECONDS=10 PROFILE_CONNECTIONS=16 bench/profile.sh target/release /tmp/before
 #   PROFILE_PROGRAMS=hello-cf bench/profile.sh DIR...   one program only
-#   PROFILE_PEERS=1 bench/profile.sh target/dist        and the proxy's tuned HAProxy beside it
+#   PROFILE_PEERS=1 bench/profile.sh target/dist        and beside the proxy its tuned HAProxy
+#                                             and hyper alone (the bench's hyper-relay)
 #   PROFILE_CACHE=1 bench/profile.sh DIR...   and data cache misses per request, simulated by
 #                                             callgrind for this CPU's L1 data cache and, as
 #                                             its last level, its per-core L2 (from sysfs)
@@ -29,9 +30,10 @@ connections=${PROFILE_CONNECTIONS:-16}
 warmup=${PROFILE_WARMUP:-2}
 programs=${PROFILE_PROGRAMS:-hello-cf app-that-calls-externally}
 # PROFILE_PEERS=1: also the proxy's tuned HAProxy, started by the bench's `peer`
-# (PROFILE_PEER_BIN) as the bench configures it, one thread. (Not nginx: its serving worker is
-# a forked child that callgrind_control cannot reach, and its single-process mode crashes on
-# the inherited listening socket the bench passes.)
+# (PROFILE_PEER_BIN) as the bench configures it, one thread, and the bench's hyper-relay (hyper's
+# server and client alone, the proxy's reference row), from beside the `peer`. (Not nginx: its
+# serving worker is a forked child that callgrind_control cannot reach, and its single-process
+# mode crashes on the inherited listening socket the bench passes.)
 peers=${PROFILE_PEERS:-}
 cache=${PROFILE_CACHE:-}
 peer_bin=${PROFILE_PEER_BIN:-target/dist/peer}
@@ -46,8 +48,9 @@ for tool in valgrind callgrind_control perf wrk python3 taskset; do
   }
 done
 
-if [[ -n $peers && ! -x $peer_bin ]]; then
-  echo "profile: no $peer_bin (cargo build --profile dist -p bench-tools, or set PROFILE_PEER_BIN)" >&2
+hyper_relay_bin=$(dirname "$peer_bin")/hyper-relay
+if [[ -n $peers && ! ( -x $peer_bin && -x $hyper_relay_bin ) ]]; then
+  echo "profile: no $peer_bin or $hyper_relay_bin (cargo build --profile dist -p bench-tools, or set PROFILE_PEER_BIN)" >&2
   exit 2
 fi
 
@@ -107,7 +110,7 @@ start() {
   local log=$1 key=$2
   shift 2
   env -i PATH="$PATH" PORT=0 ADMIN_PORT=0 BIND_ADDRESS=127.0.0.1 HELLO_VERSION=v1 \
-    UPSTREAM_URL="${upstream_url:-}" "$@" >"$log" 2>&1 &
+    UPSTREAM_URL="${upstream_url:-}" UPSTREAM="${upstream_addr:-}" "$@" >"$log" 2>&1 &
   local pid=$!
   pids+=("$pid")
   local address=""
@@ -133,13 +136,15 @@ stop() {
   wait "$1" 2>/dev/null || true
 }
 
-# measure DIR PROGRAM: prints one markdown row. PROGRAM is one of ours, in DIR, or `haproxy`:
-# the bench's tuned HAProxy, started by the bench's `peer`, in front of DIR's hello-cf.
+# measure DIR PROGRAM: prints one markdown row. PROGRAM is one of ours, in DIR, `haproxy` (the
+# bench's tuned HAProxy, started by the bench's `peer`) or `hyper-relay`, the last two in front
+# of DIR's hello-cf.
 measure() {
   local dir=$1 program=$2 key=address
   upstream_url=""
-  local upstream_pid="" upstream_addr=""
-  if [[ $program == app-that-calls-externally || $program == haproxy ]]; then
+  upstream_addr=""
+  local upstream_pid=""
+  if [[ $program == app-that-calls-externally || $program == haproxy || $program == hyper-relay ]]; then
     [[ $program == app-that-calls-externally ]] && key=proxy_addr
     start "$work/upstream.log" address taskset -c 0 "$dir/hello-cf"
     upstream_pid=$started_pid
@@ -150,6 +155,7 @@ measure() {
   server() {
     case $program in
       haproxy) echo "$peer_bin" --upstream "$upstream_addr" --dir "$work/peer" -- "$@" ;;
+      hyper-relay) echo "$@" "$hyper_relay_bin" ;;
       *) echo "$@" "$dir/$program" ;;
     esac
   }
@@ -187,6 +193,7 @@ measure() {
   [[ -n $upstream_pid ]] && stop "$upstream_pid"
   local label=$dir
   [[ $program == haproxy ]] && label="tuned peer, 1 thread"
+  [[ $program == hyper-relay ]] && label="reference: hyper alone"
   python3 - "$label" "$program" "$instructions" "$answered" "$native" "$work/perf.out" "$cache" "$l1_misses" "$l2_misses" <<'EOF'
 import sys
 dir_, program, instructions, done, native, perf, cache, l1_misses, l2_misses = sys.argv[1:]
@@ -222,6 +229,9 @@ for program in $programs; do
   done
   # The peers of this program, once, in front of the first build's hello-cf.
   if [[ -n $peers ]]; then
-    [[ $program == app-that-calls-externally ]] && measure "$1" haproxy
+    if [[ $program == app-that-calls-externally ]]; then
+      measure "$1" haproxy
+      measure "$1" hyper-relay
+    fi
   fi
 done

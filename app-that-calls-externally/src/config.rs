@@ -38,8 +38,9 @@ pub struct Config {
     #[arg(long, env = "UPSTREAM_URL", default_value = "http://hello.external/")]
     pub upstream_url: UpstreamUrl,
 
-    /// Time the upstream has to send its response head (else 504); also the longest pause
-    /// tolerated inside a request or response body before it is cut.
+    /// Time the upstream has to send its response head, from the client's request head (else
+    /// 504); also the longest pause tolerated inside a request or response body before it is
+    /// cut.
     #[arg(
         long,
         env = "UPSTREAM_TIMEOUT",

@@ -1,9 +1,9 @@
-//! What the two floors (`relay` for the proxies, `canned` for hello-cf) share: the accept loop,
-//! and the process around it.
+//! What the two floors (`relay` for the proxies, `canned` for hello-cf) and the hyper reference
+//! (`hyper_relay`) share: the accept loop, the process around it, and its flags.
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -35,6 +35,23 @@ where
                 tracing::debug!(%error, "connection ended");
             }
         });
+    }
+}
+
+/// Where a floor's process listens.
+#[derive(Debug, clap::Args)]
+pub struct Listen {
+    /// Port to listen on (0: one the OS picks, logged as `address=`).
+    #[arg(long, env = "PORT")]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "BIND_ADDRESS", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind_address: IpAddr,
+}
+
+impl Listen {
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::new(self.bind_address, self.port)
     }
 }
 

@@ -61,8 +61,8 @@ fn forward(
 mod tests {
     use std::time::Duration;
 
+    use demo_testkit::raw_http::RawConnection;
     use demo_testkit::{ScriptedUpstream, listener, within};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
 
@@ -71,28 +71,15 @@ mod tests {
 
     #[tokio::test]
     async fn requests_go_upstream_over_one_connection_and_answers_come_back() {
-        let (sent, mut received) = tokio::sync::mpsc::unbounded_channel();
-        let upstream = ScriptedUpstream::start(move |mut connection| {
-            let sent = sent.clone();
-            async move {
-                while let Some(head) = connection.read_head().await {
-                    let _ = sent.send(head);
-                    connection.write(ANSWER).await;
-                }
-            }
-        })
-        .await;
+        let (upstream, mut received) = ScriptedUpstream::answering(ANSWER).await;
         let (listener, addr) = listener().await;
         tokio::spawn(serve(listener, upstream.addr));
-        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut client = RawConnection::connect(addr, BOUND).await.unwrap();
         for path in ["/a", "/b?x=1"] {
             let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
-            client.write_all(request.as_bytes()).await.unwrap();
-            let answer = within("the answer", BOUND, read_answer(&mut client)).await;
-            assert!(
-                answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("\r\n\r\nhi\n"),
-                "{answer:?}"
-            );
+            client.write(request.as_bytes()).await.unwrap();
+            let answer = client.read_response(false).await.unwrap();
+            assert_eq!((answer.status, answer.text().as_str()), (200, "hi\n"));
             let forwarded = within("the forwarded request", BOUND, received.recv())
                 .await
                 .unwrap();
@@ -102,17 +89,5 @@ mod tests {
             );
         }
         assert_eq!(upstream.connections(), 1);
-    }
-
-    /// Reads up to the end of [`ANSWER`]'s body (hyper adds a `date` header of its own).
-    async fn read_answer(client: &mut TcpStream) -> String {
-        let mut answer = Vec::new();
-        let mut chunk = [0; 512];
-        while !answer.ends_with(b"\r\n\r\nhi\n") {
-            let read = client.read(&mut chunk).await.unwrap();
-            assert!(read > 0, "closed after {answer:?}");
-            answer.extend_from_slice(&chunk[..read]);
-        }
-        String::from_utf8(answer).unwrap()
     }
 }

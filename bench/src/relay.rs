@@ -45,17 +45,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_and_answers_pass_through_unchanged_over_one_upstream_connection() {
-        let (sent, mut received) = tokio::sync::mpsc::unbounded_channel();
-        let upstream = ScriptedUpstream::start(move |mut connection| {
-            let sent = sent.clone();
-            async move {
-                while let Some(head) = connection.read_head().await {
-                    let _ = sent.send(head);
-                    connection.write(ANSWER).await;
-                }
-            }
-        })
-        .await;
+        let (upstream, mut received) = ScriptedUpstream::answering(ANSWER).await;
         let mut client = TcpStream::connect(relay_to(&upstream).await).await.unwrap();
         for path in ["/a", "/b?x=1"] {
             let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");

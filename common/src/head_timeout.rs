@@ -1,5 +1,6 @@
 //! The time a client connection may take to send each request head (the slow-client defence),
-//! kept with one timer per connection instead of one per request.
+//! kept with one timer per connection instead of one per request; and, by the same watchdog,
+//! the connection's drain and the limit on the time to answer each request.
 //!
 //! hyper's own header-read timeout arms a new tokio timer for every request head: allocated,
 //! entered into the timer wheel while the connection waits, taken out once the head is in. At

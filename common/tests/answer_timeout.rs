@@ -9,10 +9,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use demo_common::server::{ConnectionClock, Server, ServerOptions};
+use demo_testkit::raw_http::RawConnection;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 const LIMIT: Duration = Duration::from_millis(400);
@@ -65,31 +64,18 @@ async fn start() -> SocketAddr {
 }
 
 /// Sends a keep-alive `GET path` and returns the answer's body, and how long it took.
-async fn call(stream: &mut TcpStream, path: &str) -> (String, Duration) {
+async fn call(connection: &mut RawConnection, path: &str) -> (String, Duration) {
     let asked = Instant::now();
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    let mut buffer = [0; 1024];
-    while !answer.ends_with(b"\n") || !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-        let read = tokio::time::timeout(BOUND, stream.read(&mut buffer))
-            .await
-            .expect("answer timed out")
-            .expect("read");
-        assert_ne!(read, 0, "closed before answering {path}: {answer:?}");
-        answer.extend_from_slice(&buffer[..read]);
-    }
-    let took = asked.elapsed();
-    let answer = String::from_utf8(answer).expect("a text answer");
-    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
-    (body.to_owned(), took)
+    connection.write(request.as_bytes()).await.expect("write");
+    let answer = connection.read_response(false).await.expect("an answer");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    (answer.text(), asked.elapsed())
 }
 
-async fn connect(address: SocketAddr) -> TcpStream {
-    tokio::time::timeout(BOUND, TcpStream::connect(address))
+async fn connect(address: SocketAddr) -> RawConnection {
+    RawConnection::connect(address, BOUND)
         .await
-        .expect("connect timed out")
         .expect("connect")
 }
 

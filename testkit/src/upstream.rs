@@ -30,6 +30,25 @@ impl ScriptedUpstream {
         Self::on(listener, script)
     }
 
+    /// An upstream that answers every request head, on every connection, with `answer`; the
+    /// heads come out of the receiver as they arrive, for the test to see what was forwarded.
+    pub async fn answering(
+        answer: &'static [u8],
+    ) -> (Self, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (sent, heads) = tokio::sync::mpsc::unbounded_channel();
+        let upstream = Self::start(move |mut connection| {
+            let sent = sent.clone();
+            async move {
+                while let Some(head) = connection.read_head().await {
+                    let _ = sent.send(head);
+                    connection.write(answer).await;
+                }
+            }
+        })
+        .await;
+        (upstream, heads)
+    }
+
     /// [`ScriptedUpstream::start`] on a given listener (e.g. [`crate::Refused::listen`]).
     pub fn on<S, F>(listener: TcpListener, script: S) -> Self
     where
