@@ -211,7 +211,7 @@ print(f"| {dir_} | {program} | {int(instructions) / int(done):,.0f} | {per('sys_
 EOF
 }
 
-echo "Command: PROFILE_SECONDS=$seconds PROFILE_CONNECTIONS=$connections PROFILE_WARMUP=$warmup${cache:+ PROFILE_CACHE=$cache} bench/profile.sh $*"
+echo "Command: PROFILE_SECONDS=$seconds PROFILE_CONNECTIONS=$connections PROFILE_WARMUP=$warmup${cache:+ PROFILE_CACHE=$cache}${peers:+ PROFILE_PEERS=$peers} PROFILE_PROGRAMS=\"$programs\" bench/profile.sh $*"
 echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r), $(date -u +%Y-%m-%d)"
 echo
 if [[ -n $cache ]]; then

@@ -8,7 +8,7 @@
 # buildpack's settings, nginx proxy_pass, a sleep loop with curl), pinned and unpinned, all on
 # 127.0.0.1. Prints a markdown table and writes it to bench/results.md (BENCH_OUT).
 #
-#   bench/run.sh            the full run: about 13 minutes on 2 cores, plus the dist build
+#   bench/run.sh            the full run: about 17 minutes on 2 cores, plus the dist build
 #   bench/run.sh --quick    a smoke run of everything in about 2 minutes; its figures mean nothing
 #
 # Other settings come from BENCH_* variables or flags: `bench/run.sh --help`.

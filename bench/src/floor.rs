@@ -55,6 +55,16 @@ impl Listen {
     }
 }
 
+/// Where a relay's process listens, and where it relays every connection to.
+#[derive(Debug, clap::Args)]
+pub struct Relay {
+    #[command(flatten)]
+    pub listen: Listen,
+    /// Where every connection is relayed to, as host:port.
+    #[arg(long, env = "UPSTREAM")]
+    pub upstream: SocketAddr,
+}
+
 /// A floor's process: listens on `address` (port 0: one the OS picks), logs it as `address=`
 /// for the bench, and serves with `serve` on the runtime our programs use.
 pub fn run<S, F>(name: &str, address: SocketAddr, serve: S) -> ExitCode
