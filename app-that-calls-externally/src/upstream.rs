@@ -156,8 +156,8 @@ impl Upstreams {
 /// Speaks HTTP/1.1 on `io`, in a task of its own; where requests go.
 ///
 /// Generic rather than on the connector's TLS-or-plain stream: as one type, every plain
-/// connection carried room for a TLS session it never has (hyper's connection was 1,744
-/// bytes, 672 now), and the parts of it each request touches lay further apart.
+/// connection carried room for a TLS session it never has, and the parts of it each request
+/// touches lay further apart.
 async fn drive<I>(io: I) -> Result<Sender, hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,

@@ -234,12 +234,11 @@ impl Server {
             http,
             tls,
             tls_handshake_timeout: options.tls_handshake_timeout,
-            answer_timeout: options.answer_timeout,
+            limits: Limits {
+                head: options.header_read_timeout,
+                answer: options.answer_timeout,
+            },
         });
-        let limits = Limits {
-            head: options.header_read_timeout,
-            answer: options.answer_timeout,
-        };
         let workers = Workers::start(options.workers, "server");
         tokio::pin!(shutdown);
         loop {
@@ -261,6 +260,7 @@ impl Server {
             let drain_seen = drain_seen.clone();
             let protocol = Arc::clone(&protocol);
             workers.spawn(stream, move |stream| async move {
+                let limits = protocol.limits;
                 let serving = protocol.spawn(stream, peer, service, Arc::clone(&clock));
                 let watched = head_timeout::watch(serving, &clock, limits, drain_seen).await;
                 if watched == Watched::HeadTimedOut {
@@ -298,7 +298,8 @@ struct Protocol {
     http: http1::Builder,
     tls: Option<TlsAcceptor>,
     tls_handshake_timeout: Duration,
-    answer_timeout: Option<Duration>,
+    /// What each connection's watchdog keeps.
+    limits: Limits,
 }
 
 impl Protocol {
@@ -308,8 +309,8 @@ impl Protocol {
     /// and the socket's flushes; the watchdog asks for the drain through it.
     ///
     /// A task of one type for plain connections and one for TLS: as one type, every plain
-    /// connection's task carried room for a TLS session it never has (its future was 2,160
-    /// bytes, 960 now), and the parts of it each request touches lay further apart.
+    /// connection's task carried room for a TLS session it never has, and the parts of it each
+    /// request touches lay further apart.
     fn spawn<S: ConnectionService<B>, B: AnswerBody>(
         self: Arc<Self>,
         stream: TcpStream,
@@ -339,7 +340,7 @@ impl Protocol {
         B: AnswerBody,
     {
         clock.idle();
-        let service = Clocked::new(service, Arc::clone(&clock), self.answer_timeout);
+        let service = Clocked::new(service, Arc::clone(&clock), self.limits.answer);
         let service = TowerToHyperService::new(service);
         let io = TokioIo::new(ClockedIo::new(stream, Arc::clone(&clock)));
         let mut connection = pin!(self.http.serve_connection(io, service));
