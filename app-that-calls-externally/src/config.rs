@@ -230,36 +230,42 @@ impl UpstreamUrl {
     /// request's path and query appended to the upstream's path, the query byte for byte.
     /// `None` when the target has no path (`*`).
     pub fn target(&self, incoming: &Uri) -> Option<Uri> {
+        self.target_path(incoming).map(|path| self.absolute(path))
+    }
+
+    /// The path and query of [`UpstreamUrl::target`] alone: what a request sent straight to
+    /// the upstream carries (origin form), without building the absolute URL.
+    pub fn target_path(&self, incoming: &Uri) -> Option<PathAndQuery> {
         let incoming_path = match incoming.path_and_query() {
             Some(path) if path.as_str().starts_with('/') => Some(path),
             Some(_) => return None,
             None => None,
         };
-        let path = match (self.base_path.is_empty(), incoming_path) {
-            (true, Some(path)) => path.clone(),
-            (true, None) => PathAndQuery::from_static("/"),
+        match (self.base_path.is_empty(), incoming_path) {
+            (true, Some(path)) => Some(path.clone()),
+            (true, None) => Some(PathAndQuery::from_static("/")),
             (false, path) => {
                 let path = path.map_or("/", PathAndQuery::as_str);
                 let mut joined = String::with_capacity(self.base_path.len() + path.len());
                 joined.push_str(&self.base_path);
                 joined.push_str(path);
-                PathAndQuery::from_maybe_shared(Bytes::from(joined)).ok()?
+                PathAndQuery::from_maybe_shared(Bytes::from(joined)).ok()
             }
-        };
+        }
+    }
+
+    /// `path` on the upstream, as an absolute URL (what a forward proxy is asked for).
+    pub fn absolute(&self, path: PathAndQuery) -> Uri {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path);
-        Uri::from_parts(parts).ok()
+        Uri::from_parts(parts).expect("scheme and authority were parsed from a URI")
     }
 
     /// `scheme://authority/`: the upstream as the proxy matcher and the connector are given it.
     pub(crate) fn origin(&self) -> Uri {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(PathAndQuery::from_static("/"));
-        Uri::from_parts(parts).expect("scheme and authority were parsed from a URI")
+        self.absolute(PathAndQuery::from_static("/"))
     }
 
     /// `host:port` (IPv6 in brackets), as error messages name the upstream's endpoint.

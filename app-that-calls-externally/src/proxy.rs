@@ -89,7 +89,7 @@ impl Proxy {
             peer: peer.ip(),
             clock,
         });
-        tower::service_fn(move |request: Request<Incoming>| {
+        hyper::service::service_fn(move |request: Request<Incoming>| {
             // The request is checked, rewritten and queued on the upstream connection here,
             // before its future exists, so that the future holds only what waits for the
             // answer: whatever a future holds is copied each time it moves, and written anew
@@ -203,7 +203,7 @@ impl Connection {
                 reason: "CONNECT is not supported: this proxy forwards to one upstream URL\n",
             });
         }
-        let Some(target) = shared.upstream.target(request.uri()) else {
+        let Some(path) = shared.upstream.target_path(request.uri()) else {
             return Err(Refusal {
                 status: StatusCode::BAD_REQUEST,
                 reason: "the request target must be a path\n",
@@ -216,9 +216,9 @@ impl Connection {
             shared.route.request_credentials(),
         );
         *request.uri_mut() = if shared.route.absolute_form() {
-            target
+            shared.upstream.absolute(path)
         } else {
-            origin_form(target)
+            Uri::from(path)
         };
         // HTTP/1.1 upstream whatever the client spoke, so the connection stays open.
         *request.version_mut() = Version::HTTP_11;
@@ -298,11 +298,6 @@ impl Deref for UpstreamHandle {
     fn deref(&self) -> &ConnectionUpstream {
         &self.0.upstream
     }
-}
-
-/// `/path?query` of an absolute URI, for a request that goes straight to the upstream.
-fn origin_form(target: Uri) -> Uri {
-    target.path_and_query().cloned().map_or(target, Uri::from)
 }
 
 /// A short text/plain answer of the proxy's own.

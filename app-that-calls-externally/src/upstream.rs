@@ -88,8 +88,12 @@ impl Upstreams {
     fn unpark(&self) -> Option<Held> {
         let here = std::thread::current().id();
         let mut idle = self.lock_idle();
-        idle.parked
-            .retain(|(held, since)| held.sender.is_ready() && since.elapsed() < IDLE_TIMEOUT);
+        // One clock read for the whole list: many client connections may arrive at once
+        // (a load balancer reconnecting), each looking through every parked connection.
+        let now = Instant::now();
+        idle.parked.retain(|(held, since)| {
+            held.sender.is_ready() && now.duration_since(*since) < IDLE_TIMEOUT
+        });
         let index = idle
             .parked
             .iter()
@@ -182,8 +186,10 @@ async fn sweep(upstreams: Weak<Upstreams>) {
                 return;
             };
             let mut idle = upstreams.lock_idle();
-            idle.parked
-                .retain(|(held, since)| !held.sender.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+            let now = Instant::now();
+            idle.parked.retain(|(held, since)| {
+                !held.sender.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT
+            });
             match idle.parked.iter().map(|(_, since)| *since).min() {
                 Some(oldest) => oldest + IDLE_TIMEOUT,
                 None => {

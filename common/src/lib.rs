@@ -6,12 +6,12 @@
 pub mod cli;
 pub mod duration;
 pub mod error;
-mod head_timeout;
 pub mod logging;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod tls;
+mod watchdog;
 pub mod workers;
 
 pub use duration::{parse_duration, parse_positive_duration};

@@ -26,8 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::head_timeout::{self, Clocked, ClockedIo, HeadClock, Limits, Watched};
-pub use crate::head_timeout::{BodyReading, ConnectionClock};
+use crate::watchdog::{self, Clocked, ClockedIo, HeadClock, Limits, Watched};
+pub use crate::watchdog::{BodyReading, ConnectionClock};
 use crate::workers::Workers;
 
 /// Timeouts that keep one slow peer from holding the server.
@@ -110,8 +110,34 @@ pub enum Drain {
     TimedOut,
 }
 
-/// What a server answers each connection's requests with: a tower service, cloned per request.
+/// What a server answers one connection's requests with: a hyper service, called by hyper for
+/// each request, with no readiness to ask first.
 pub trait ConnectionService<B>:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Send
+    + 'static
+{
+}
+
+impl<S, B> ConnectionService<B> for S where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Send
+        + 'static
+{
+}
+
+/// What [`Server::serve`] answers every connection's requests with: a tower service such as an
+/// axum `Router`, cloned for each request and asked for readiness first (hyper-util's
+/// adapter, `TowerToHyperService`).
+pub trait SharedService<B>:
     tower::Service<
         Request<Incoming>,
         Response = Response<B>,
@@ -123,7 +149,7 @@ pub trait ConnectionService<B>:
 {
 }
 
-impl<S, B> ConnectionService<B> for S where
+impl<S, B> SharedService<B> for S where
     S: tower::Service<
             Request<Incoming>,
             Response = Response<B>,
@@ -179,11 +205,14 @@ impl Server {
     /// Serves `service` until `shutdown` resolves, then drains.
     pub async fn serve<S, B>(self, service: S, shutdown: impl Future<Output = ()>) -> Drain
     where
-        S: ConnectionService<B>,
+        S: SharedService<B>,
         B: AnswerBody,
     {
-        self.serve_connections(move |_peer, _clock| service.clone(), shutdown)
-            .await
+        self.serve_connections(
+            move |_peer, _clock| TowerToHyperService::new(service.clone()),
+            shutdown,
+        )
+        .await
     }
 
     /// Like [`Server::serve`], with a service of its own for each connection, made by
@@ -227,7 +256,7 @@ impl Server {
         // 5 % of hello-cf's instructions, 2.5 % of the proxy's. A client that goes away
         // mid-request is noticed when its answer is written, not before.
         //
-        // No hyper timer: the header-read timeout is kept by `head_timeout`, with one timer per
+        // No hyper timer: the header-read timeout is kept by `watchdog`, with one timer per
         // connection where hyper's arms one per request.
         http.writev(false).half_close(true);
         let protocol = Arc::new(Protocol {
@@ -262,7 +291,7 @@ impl Server {
             workers.spawn(stream, move |stream| async move {
                 let limits = protocol.limits;
                 let serving = protocol.spawn(stream, peer, service, Arc::clone(&clock));
-                let watched = head_timeout::watch(serving, &clock, limits, drain_seen).await;
+                let watched = watchdog::watch(serving, &clock, limits, drain_seen).await;
                 if watched == Watched::HeadTimedOut {
                     let limit = limits.head;
                     tracing::debug!(%peer, ?limit, "no request head in time; connection closed");
@@ -304,7 +333,7 @@ struct Protocol {
 
 impl Protocol {
     /// Starts the task that serves one connection until the client or the drain ends it (or
-    /// the watchdog beside it, [`head_timeout::watch`], aborts it). `clock` starts counting
+    /// the watchdog beside it, [`watchdog::watch`], aborts it). `clock` starts counting
     /// toward the head timeout once HTTP begins, marked by the service's requests and answers
     /// and the socket's flushes; the watchdog asks for the drain through it.
     ///
@@ -340,8 +369,10 @@ impl Protocol {
         B: AnswerBody,
     {
         clock.idle();
+        // hyper calls the connection's service directly: no tower readiness round and no
+        // copy of the service per request (bench/README.md, "Requests handed to the service
+        // directly").
         let service = Clocked::new(service, Arc::clone(&clock), self.limits.answer);
-        let service = TowerToHyperService::new(service);
         let io = TokioIo::new(ClockedIo::new(stream, Arc::clone(&clock)));
         let mut connection = pin!(self.http.serve_connection(io, service));
         let mut draining = false;

@@ -34,7 +34,7 @@ async fn start() -> SocketAddr {
         .expect("bind 127.0.0.1:0");
     let address = server.local_addr().expect("bound address");
     let make_service = |_peer, clock: ConnectionClock| {
-        tower::service_fn(move |request: Request<Incoming>| {
+        hyper::service::service_fn(move |request: Request<Incoming>| {
             let clock = clock.clone();
             async move {
                 let text = match request.uri().path() {

@@ -64,7 +64,7 @@ async fn start_reading_bodies_after_answering() -> (SocketAddr, mpsc::UnboundedR
     let (counted, counts) = mpsc::unbounded_channel();
     let make_service = move |_peer, clock: ConnectionClock| {
         let counted = counted.clone();
-        tower::service_fn(move |request: Request<Incoming>| {
+        hyper::service::service_fn(move |request: Request<Incoming>| {
             let reading = clock.body_reading();
             let counted = counted.clone();
             tokio::spawn(async move {

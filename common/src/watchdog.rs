@@ -1,6 +1,7 @@
-//! The time a client connection may take to send each request head (the slow-client defence),
-//! kept with one timer per connection instead of one per request; and, by the same watchdog,
-//! the connection's drain and the limit on the time to answer each request.
+//! One watchdog task beside each connection keeps the connection's three clocks, so that none
+//! costs its requests a timer or a wake-up of their own: the time the client may take to send
+//! each request head (the slow-client defence), the drain, and the limit on the time to answer
+//! each request.
 //!
 //! hyper's own header-read timeout arms a new tokio timer for every request head: allocated,
 //! entered into the timer wheel while the connection waits, taken out once the head is in. At
@@ -16,14 +17,17 @@
 //! says so with [`ConnectionClock::body_reading`]: hyper reads the next head only after that
 //! body, and started its timer only then.
 //!
-//! The same watchdog keeps the two other clocks a connection has, so that neither costs its
-//! requests a timer or a wake-up of their own: the drain (on the server's signal it asks the
-//! connection's task, through the clock, to finish its request and close) and, where the server
-//! has one, the limit on the time the service may take to answer (it marks the request overdue
-//! in the clock and wakes the connection's task, whose service answers it itself). A request
-//! costs the clock one more store, where the proxy's re-armed timer and hyper-util's drain
-//! watch (a channel polled on every poll of the connection) each cost instructions and cache
-//! misses on every request (bench/README.md, "One watchdog per connection").
+//! The drain and the answer limit ride on the same watchdog: on the server's signal it asks the
+//! connection's task, through the clock, to finish its request and close; where the server has
+//! an answer limit, it marks a request overdue in the clock and wakes the connection's task,
+//! whose service answers it itself. A request costs the clock one more store, where the proxy's
+//! re-armed timer and hyper-util's drain watch (a channel polled on every poll of the
+//! connection) each cost instructions and cache misses on every request (bench/README.md, "One
+//! watchdog per connection").
+//!
+//! The clock is read where a time is recorded: when a request comes in with an answer limit
+//! (its due time) and when the connection turns idle; a request costs two reads, as many as
+//! hyper's date header costs it.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -148,6 +152,11 @@ impl HeadClock {
     }
 
     fn idle_once_flushed(&self) {
+        // Most calls find the connection still busy (a request body done before its answer
+        // is out): the clock is read only when there is an idle time to record.
+        if self.idle_since.load(Ordering::SeqCst) != FLUSHED {
+            return;
+        }
         let _ = self.idle_since.compare_exchange(
             FLUSHED,
             self.now(),
@@ -333,10 +342,8 @@ pub(crate) async fn watch(
 /// `inner`, with each request marking `clock` busy and each answer's body marking it answered
 /// once hyper has dropped it (its bytes buffered, or given up on).
 ///
-/// hyper calls the service (through tower's `Oneshot`: `poll_ready`, then `call`) only once a
-/// request head is in, and only after the previous answer's body is gone, so the marks of one
-/// connection come in order.
-#[derive(Clone)]
+/// hyper calls the service only once a request head is in, and only after the previous answer's
+/// body is gone, so the marks of one connection come in order.
 pub(crate) struct Clocked<S> {
     inner: S,
     clock: Arc<HeadClock>,
@@ -353,22 +360,16 @@ impl<S> Clocked<S> {
     }
 }
 
-impl<S, R, B> tower::Service<R> for Clocked<S>
+impl<S, R, B> hyper::service::Service<R> for Clocked<S>
 where
-    S: tower::Service<R, Response = Response<B>>,
+    S: hyper::service::Service<R, Response = Response<B>>,
 {
     type Response = Response<ClockedBody<B>>;
     type Error = S::Error;
     type Future = ClockedFuture<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // A head is in: busy even while the inner service is not ready to take it.
+    fn call(&self, request: R) -> Self::Future {
         self.clock.busy(self.answer_limit);
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        // Busy since `poll_ready`, which tower's contract puts before every call.
         ClockedFuture {
             inner: self.inner.call(request),
             clock: Some(Arc::clone(&self.clock)),
