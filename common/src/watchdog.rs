@@ -25,9 +25,9 @@
 //! connection) each cost instructions and cache misses on every request (bench/README.md, "One
 //! watchdog per connection").
 //!
-//! The clock is read where a time is recorded: when a request comes in with an answer limit
-//! (its due time) and when the connection turns idle; a request costs two reads, as many as
-//! hyper's date header costs it.
+//! The clock is read only where a time is recorded: when a request comes in, where there is an
+//! answer limit (its due time), and when the connection turns idle; at most two reads per
+//! request, as many as hyper's date header costs it.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
