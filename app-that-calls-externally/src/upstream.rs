@@ -63,6 +63,17 @@ struct Idle {
     sweeping: bool,
 }
 
+impl Idle {
+    /// Drops the parked connections idle for [`IDLE_TIMEOUT`] and those `usable` refuses. One
+    /// clock read for the whole list: many client connections may arrive at once (a load
+    /// balancer reconnecting), each looking through every parked connection.
+    fn keep_unexpired(&mut self, usable: impl Fn(&Held) -> bool) {
+        let now = Instant::now();
+        self.parked
+            .retain(|(held, since)| usable(held) && now.duration_since(*since) < IDLE_TIMEOUT);
+    }
+}
+
 impl Upstreams {
     pub(crate) fn new(connector: Connector) -> Arc<Self> {
         Arc::new(Self {
@@ -88,12 +99,7 @@ impl Upstreams {
     fn unpark(&self) -> Option<Held> {
         let here = std::thread::current().id();
         let mut idle = self.lock_idle();
-        // One clock read for the whole list: many client connections may arrive at once
-        // (a load balancer reconnecting), each looking through every parked connection.
-        let now = Instant::now();
-        idle.parked.retain(|(held, since)| {
-            held.sender.is_ready() && now.duration_since(*since) < IDLE_TIMEOUT
-        });
+        idle.keep_unexpired(|held| held.sender.is_ready());
         let index = idle
             .parked
             .iter()
@@ -186,10 +192,7 @@ async fn sweep(upstreams: Weak<Upstreams>) {
                 return;
             };
             let mut idle = upstreams.lock_idle();
-            let now = Instant::now();
-            idle.parked.retain(|(held, since)| {
-                !held.sender.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT
-            });
+            idle.keep_unexpired(|held| !held.sender.is_closed());
             match idle.parked.iter().map(|(_, since)| *since).min() {
                 Some(oldest) => oldest + IDLE_TIMEOUT,
                 None => {
