@@ -16,7 +16,13 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
-command_line="bench/run.sh${*:+ $*}"
+# The command as a reader can repeat it: the BENCH_* settings given in the environment, then the
+# flags (a baseline row means nothing without the file it ran).
+command_line=""
+while IFS='=' read -r name value; do
+  command_line+="$name=$(printf '%q' "$value") "
+done < <(env | grep -E '^BENCH_[A-Z_]+=' | sort)
+command_line+="bench/run.sh${*:+ $*}"
 args=()
 for arg in "$@"; do
   if [[ $arg == --quick ]]; then

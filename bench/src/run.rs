@@ -440,7 +440,7 @@ impl Bench {
             .iter()
             .map(|program| Series {
                 label: program.label().to_owned(),
-                note: program.note(placement.workers),
+                note: self.row_note(*program, placement.workers),
                 runs: Vec::new(),
             })
             .collect();
@@ -492,6 +492,21 @@ impl Bench {
             target,
             floor,
         })
+    }
+
+    /// What a row is, under its table; a baseline row also names the file it ran.
+    fn row_note(&self, program: Program, workers: usize) -> String {
+        let (baseline, ours) = match program {
+            Program::BaselineProxy => (&self.config.baseline_proxy, "app-that-calls-externally"),
+            Program::BaselineHelloCf => (&self.config.baseline_hello_cf, "hello-cf"),
+            _ => return program.note(workers),
+        };
+        match baseline {
+            Some(file) => {
+                baseline_note(program.note(workers), file, &self.config.bin_dir.join(ours))
+            }
+            None => program.note(workers),
+        }
     }
 
     /// One wrk run against `contender`, with its CPU time and RSS read around and during it.
@@ -881,6 +896,25 @@ impl Bench {
     }
 }
 
+/// A baseline row's note: the file it ran, or, when that is our own binary again, that the row
+/// is an A/A control: the same program against itself, whose ratio should read 1.00×, so that
+/// the run shows how far this machine moves a ratio.
+fn baseline_note(note: String, baseline: &Path, ours: &Path) -> String {
+    let same_file = match (fs::canonicalize(baseline), fs::canonicalize(ours)) {
+        (Ok(baseline), Ok(ours)) => baseline == ours,
+        _ => false,
+    };
+    if same_file {
+        format!(
+            "not a contender: our own binary again (`{}`), an A/A control: the ratio to it \
+             should read 1.00×, and what it reads instead is how far this run moves a ratio",
+            baseline.display()
+        )
+    } else {
+        format!("{note}: `{}`", baseline.display())
+    }
+}
+
 /// Where Envoy's listener got its port: the admin address from the file Envoy writes, then
 /// the listener from the admin API, polled until it is up or `START_DEADLINE` is over.
 fn envoy_listener(
@@ -1222,6 +1256,25 @@ mod tests {
             let line = check_config(&config(&args)).expect_err("no such file");
             assert!(line.contains(&format!("{flag} (env {variable})")), "{line}");
         }
+    }
+
+    #[test]
+    fn a_baseline_that_is_our_own_binary_is_noted_as_an_a_a_control() {
+        let dir = bin_dir_with(&PROGRAMS);
+        let ours = dir.path().join("hello-cf");
+        // The same file by another spelling of its path.
+        let again = dir.path().join(".").join("hello-cf");
+        let note = baseline_note("another build".into(), &again, &ours);
+        assert!(note.contains("A/A control"), "{note}");
+
+        let other = bin_dir_with(&["hello-cf"]);
+        let elsewhere = other.path().join("hello-cf");
+        let note = baseline_note("another build".into(), &elsewhere, &ours);
+        assert!(!note.contains("A/A"), "{note}");
+        assert!(
+            note.starts_with("another build") && note.contains(path(&elsewhere)),
+            "{note}"
+        );
     }
 
     #[test]
