@@ -496,16 +496,40 @@ impl Bench {
 
     /// What a row is, under its table; a baseline row also names the file it ran.
     fn row_note(&self, program: Program, workers: usize) -> String {
-        let (baseline, ours) = match program {
-            Program::BaselineProxy => (&self.config.baseline_proxy, "app-that-calls-externally"),
-            Program::BaselineHelloCf => (&self.config.baseline_hello_cf, "hello-cf"),
-            _ => return program.note(workers),
+        let note = program.note(workers);
+        match (self.baseline(program), self.ours(program)) {
+            (Some(file), Some(ours)) => baseline_note(note, file, &ours),
+            _ => note,
+        }
+    }
+
+    /// The build a baseline row runs (`--baseline-proxy`, `--baseline-hello-cf`); `None` for
+    /// every other row.
+    fn baseline(&self, program: Program) -> Option<&Path> {
+        match program {
+            Program::BaselineProxy => self.config.baseline_proxy.as_deref(),
+            Program::BaselineHelloCf => self.config.baseline_hello_cf.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Our own binary that a row of ours runs, or that a baseline row stands beside.
+    fn ours(&self, program: Program) -> Option<PathBuf> {
+        let name = match program {
+            Program::HelloCf | Program::BaselineHelloCf => "hello-cf",
+            Program::Proxy | Program::BaselineProxy => "app-that-calls-externally",
+            _ => return None,
         };
-        match baseline {
-            Some(file) => {
-                baseline_note(program.note(workers), file, &self.config.bin_dir.join(ours))
-            }
-            None => program.note(workers),
+        Some(self.config.bin_dir.join(name))
+    }
+
+    /// The file a row of our programs runs: the baseline build for a baseline row, else ours.
+    fn binary(&self, program: Program) -> anyhow::Result<PathBuf> {
+        match self.baseline(program) {
+            Some(file) => Ok(file.to_path_buf()),
+            None => self
+                .ours(program)
+                .with_context(|| format!("{} is not one of the demo's programs", program.label())),
         }
     }
 
@@ -683,21 +707,13 @@ impl Bench {
     ) -> anyhow::Result<Command> {
         let mut command = match program {
             Program::HelloCf | Program::BaselineHelloCf => {
-                let binary = match (&self.config.baseline_hello_cf, program) {
-                    (Some(baseline), Program::BaselineHelloCf) => baseline.clone(),
-                    _ => self.config.bin_dir.join("hello-cf"),
-                };
-                let mut command = procs::command(&binary, cpus);
+                let mut command = procs::command(&self.binary(program)?, cpus);
                 command.env("HELLO_VERSION", "v1");
                 command
             }
             Program::Proxy | Program::BaselineProxy => {
                 let upstream = upstream.context("the proxy needs an upstream")?;
-                let binary = match (&self.config.baseline_proxy, program) {
-                    (Some(baseline), Program::BaselineProxy) => baseline.clone(),
-                    _ => self.config.bin_dir.join("app-that-calls-externally"),
-                };
-                let mut command = procs::command(&binary, cpus);
+                let mut command = procs::command(&self.binary(program)?, cpus);
                 command
                     .env("UPSTREAM_URL", format!("http://{upstream}/"))
                     .env("ADMIN_PORT", "0");
